@@ -117,7 +117,9 @@ class ActivationMessage:
             revision=raw.get("revision"),
             user=Identity.from_json(raw["user"]),
             activation_id=str(raw["activationId"]),
-            root_controller_index=ControllerInstanceId.from_json(raw["rootControllerIndex"]),
+            root_controller_index=ControllerInstanceId.from_json(
+                raw["rootControllerIndex"]
+            ),
             blocking=bool(raw.get("blocking", False)),
             content=raw.get("content"),
             init_args=frozenset(raw.get("initArgs", [])),
@@ -157,7 +159,9 @@ class WhiskActivation:
             "duration": self.duration_ms,
             "response": self.response.to_json(),
             "logs": list(self.logs),
-            "annotations": [{"key": k, "value": v} for k, v in self.annotations.items()],
+            "annotations": [
+                {"key": k, "value": v} for k, v in self.annotations.items()
+            ],
             "version": self.version,
             "publish": self.publish,
         }

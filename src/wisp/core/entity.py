@@ -141,17 +141,19 @@ class ActionLimits:
         return raw
 
     @classmethod
-    def from_json(
-        cls, raw: Any, bounds: LimitBounds = DEFAULT_BOUNDS
-    ) -> ActionLimits:
+    def from_json(cls, raw: Any, bounds: LimitBounds = DEFAULT_BOUNDS) -> ActionLimits:
         """Parse and validate user-supplied limits; raises BadRequestError."""
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
             raise BadRequestError("limits must be a JSON object", field="limits")
         b = bounds
-        timeout = _bounded(raw, "timeout", b.timeout_std_ms, b.timeout_min_ms, b.timeout_max_ms)
-        memory = _bounded(raw, "memory", b.memory_std_mb, b.memory_min_mb, b.memory_max_mb)
+        timeout = _bounded(
+            raw, "timeout", b.timeout_std_ms, b.timeout_min_ms, b.timeout_max_ms
+        )
+        memory = _bounded(
+            raw, "memory", b.memory_std_mb, b.memory_min_mb, b.memory_max_mb
+        )
         logs = _bounded(raw, "logs", b.logs_std_mb, b.logs_min_mb, b.logs_max_mb)
         conc = _bounded(
             raw, "concurrency", b.concurrency_std, b.concurrency_min, b.concurrency_max
@@ -165,7 +167,9 @@ class ActionLimits:
 def _bounded(raw: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
     value = raw.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequestError(f"limits.{name} must be an integer", field=f"limits.{name}")
+        raise BadRequestError(
+            f"limits.{name} must be an integer", field=f"limits.{name}"
+        )
     if not low <= value <= high:
         raise BadRequestError(
             f"limits.{name} {value} exceeds allowed threshold of [{low}, {high}]",
@@ -202,7 +206,9 @@ class Exec:
             )
         code = raw.get("code")
         if not isinstance(code, str) or not code.strip():
-            raise BadRequestError("exec.code must be a non-empty string", field="exec.code")
+            raise BadRequestError(
+                "exec.code must be a non-empty string", field="exec.code"
+            )
         main = raw.get("main", "main")
         if not isinstance(main, str) or not main.isidentifier():
             raise BadRequestError("exec.main must be an identifier", field="exec.main")
@@ -220,7 +226,9 @@ def key_value_list(raw: Any, what: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in raw:
         if not isinstance(item, dict) or not isinstance(item.get("key"), str):
-            raise BadRequestError(f"{what} must be a list of key/value pairs", field=what)
+            raise BadRequestError(
+                f"{what} must be a list of key/value pairs", field=what
+            )
         out[item["key"]] = item.get("value")
     return out
 

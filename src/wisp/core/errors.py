@@ -10,7 +10,8 @@
     │   └── ThrottledError      (429)
     ├── CoordinationError       etcd and its embedded twin
     │   ├── CoordinationUnavailable  (server unreachable or timed out)
-    │   └── LeaseNotFound            (the lease expired or was revoked)
+    │   ├── LeaseNotFound            (the lease expired or was revoked)
+    │   └── RevisionCompacted        (a watch asked for history etcd no longer has)
     ├── MessagingError          broker adapters
     ├── StoreError              entity and activation stores
     ├── ContainerError          action containers and their runtimes
@@ -95,6 +96,14 @@ class LeaseNotFound(CoordinationError):
     def __init__(self, lease_id: int) -> None:
         super().__init__(f"requested lease not found: {lease_id}")
         self.lease_id = lease_id
+
+
+class RevisionCompacted(CoordinationError):
+    """A watch asked to start from a revision that was compacted away."""
+
+    def __init__(self, revision: int) -> None:
+        super().__init__(f"required revision {revision} has been compacted")
+        self.revision = revision
 
 
 class MessagingError(WispError):

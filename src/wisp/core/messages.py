@@ -142,7 +142,9 @@ class ContainerCreationMessage:
             action=FullyQualifiedEntityName.from_json(raw["action"]),
             revision=raw.get("revision") or "",
             action_metadata=raw["whiskActionMetaData"],
-            root_scheduler_index=SchedulerInstanceId.from_json(raw["rootSchedulerIndex"]),
+            root_scheduler_index=SchedulerInstanceId.from_json(
+                raw["rootSchedulerIndex"]
+            ),
             scheduler_host=raw["schedulerHost"],
             rpc_port=int(raw["rpcPort"]),
             creation_id=raw["creationId"],
@@ -271,7 +273,10 @@ class CompletionAck:
 
     @classmethod
     def combined(
-        cls, transid: TransactionId, activation: WhiskActivation, instance: dict[str, Any]
+        cls,
+        transid: TransactionId,
+        activation: WhiskActivation,
+        instance: dict[str, Any],
     ) -> CompletionAck:
         system = activation.response.status == 3
         return cls(transid, activation.activation_id, activation, system, instance)
@@ -287,7 +292,9 @@ class CompletionAck:
         return cls(transid, activation_id, None, is_system_error, instance)
 
     @classmethod
-    def result(cls, transid: TransactionId, activation: WhiskActivation) -> CompletionAck:
+    def result(
+        cls, transid: TransactionId, activation: WhiskActivation
+    ) -> CompletionAck:
         return cls(transid, activation.activation_id, activation, False, None)
 
     def to_json(self) -> dict[str, Any]:
@@ -351,7 +358,11 @@ class SchedulerEndpoints:
         return f"{self.host}:{self.rpc_port}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"host": self.host, "rpcPort": self.rpc_port, "pekkoPort": self.pekko_port}
+        return {
+            "host": self.host,
+            "rpcPort": self.rpc_port,
+            "pekkoPort": self.pekko_port,
+        }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> SchedulerEndpoints:
@@ -431,7 +442,10 @@ class FetchError(enum.Enum):
 
 
 _FETCH_ERROR_JSON = {
-    FetchError.NO_ACTIVATION_MESSAGE: ("noActivationMessage", "no activation message exist"),
+    FetchError.NO_ACTIVATION_MESSAGE: (
+        "noActivationMessage",
+        "no activation message exist",
+    ),
     FetchError.NO_MEMORY_QUEUE: ("noMemoryQueue", "no memory queue exist"),
     FetchError.ACTION_MISMATCH: ("actionMisMatch", "action version does not match"),
 }

@@ -77,7 +77,9 @@ class EtcdClient(Protocol):
 
     async def delete_prefix(self, prefix: str) -> int: ...
 
-    async def put_txn(self, key: str, value: str, cmp_version: int, lease: int = 0) -> bool:
+    async def put_txn(
+        self, key: str, value: str, cmp_version: int, lease: int = 0
+    ) -> bool:
         """IF version(key) == cmp_version THEN put. cmp_version 0 = create-if-absent."""
         ...
 

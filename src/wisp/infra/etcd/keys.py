@@ -81,14 +81,21 @@ class EtcdKeys:
             f"/invoker/{invoker_id}/container/{container_id}"
         )
 
-    def in_progress_prefix(self, invocation_ns: str, fqn: str, rev: str | None = None) -> str:
+    def in_progress_prefix(
+        self, invocation_ns: str, fqn: str, rev: str | None = None
+    ) -> str:
         return _container_prefix(f"{self.cluster}/in-progress", invocation_ns, fqn, rev)
 
-    def existing_prefix(self, invocation_ns: str, fqn: str, rev: str | None = None) -> str:
+    def existing_prefix(
+        self, invocation_ns: str, fqn: str, rev: str | None = None
+    ) -> str:
         return _container_prefix(f"{self.cluster}/namespace", invocation_ns, fqn, rev)
 
     def warmed_prefix(
-        self, invocation_ns: str | None = None, fqn: str | None = None, rev: str | None = None
+        self,
+        invocation_ns: str | None = None,
+        fqn: str | None = None,
+        rev: str | None = None,
     ) -> str:
         if invocation_ns is None or fqn is None:
             return f"{self.cluster}/warmed/"
@@ -108,7 +115,10 @@ class EtcdKeys:
         return f"{self.cluster}/invokers/"
 
     def invoker(
-        self, invoker_id: int, unique_name: str | None = None, display_name: str | None = None
+        self,
+        invoker_id: int,
+        unique_name: str | None = None,
+        display_name: str | None = None,
     ) -> str:
         key = f"{self.cluster}/invokers/{invoker_id}"
         if unique_name:

@@ -21,22 +21,32 @@ log = logging.getLogger(__name__)
 
 class ActiveAck:
     def __init__(
-        self, producer: MessageProducer, store: ActivationStore, instance: dict[str, Any]
+        self,
+        producer: MessageProducer,
+        store: ActivationStore,
+        instance: dict[str, Any],
     ) -> None:
         self._producer = producer
         self._store = store
         self._instance = instance
 
-    async def complete(self, msg: ActivationMessage, activation: WhiskActivation) -> None:
+    async def complete(
+        self, msg: ActivationMessage, activation: WhiskActivation
+    ) -> None:
         """Store the record, then send the combined (blocking) or completion ack."""
         try:
             await self._store.put_activation(activation)
         except StoreError:
             log.exception("Storing activation %s failed", activation.activation_id)
-        await self.send(msg.root_controller_index.as_string, ack_for(msg, activation, self._instance))
+        await self.send(
+            msg.root_controller_index.as_string,
+            ack_for(msg, activation, self._instance),
+        )
 
     async def send(self, controller_id: str, ack: CompletionAck) -> None:
         try:
-            await self._producer.send(completed_topic(controller_id), encode(ack.to_json()))
+            await self._producer.send(
+                completed_topic(controller_id), encode(ack.to_json())
+            )
         except MessagingError:
             log.exception("Sending ack for %s failed", ack.activation_id)

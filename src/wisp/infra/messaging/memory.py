@@ -33,7 +33,9 @@ class MemoryBroker:
     def producer(self) -> MemoryProducer:
         return MemoryProducer(self)
 
-    async def consumer(self, topic: str, group_id: str, max_peek: int) -> MemoryConsumer:
+    async def consumer(
+        self, topic: str, group_id: str, max_peek: int
+    ) -> MemoryConsumer:
         return MemoryConsumer(self, topic)
 
     async def publish(self, topic: str, payload: bytes) -> None:
