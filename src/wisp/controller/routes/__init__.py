@@ -1,0 +1,1 @@
+"""REST handlers of the controller, one module per resource collection."""
