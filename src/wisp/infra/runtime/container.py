@@ -57,9 +57,7 @@ class Container(Protocol):
     @property
     def container_id(self) -> str: ...
 
-    async def initialize(
-        self, payload: dict[str, Any], timeout_s: float
-    ) -> RunResult:
+    async def initialize(self, payload: dict[str, Any], timeout_s: float) -> RunResult:
         """POST /init with `{"value": payload}`; exactly once per container."""
         ...
 
