@@ -93,7 +93,7 @@ def _names(where: str, names: set[str]) -> str:
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, Mapping):
             raise ConfigError(f"configuration key {where} must be a section")
         return _build(hint, value, where + ".")

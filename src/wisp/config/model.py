@@ -91,6 +91,8 @@ class SchedulerConfig:
     rpc_port: int = 0
     #: admin HTTP port; 0 picks a free port, -1 disables it
     admin_port: int = -1
+    admin_username: str = "scheduler.user"
+    admin_password: str = "scheduler.pass"
     max_peek: int = 128
     max_scheduling_time_s: float = 20.0
     max_retries_to_get_queue: int = 13
@@ -131,6 +133,12 @@ class RuntimeConfig:
 @dataclass(frozen=True, slots=True)
 class InvokerConfig:
     instance_id: int = 0
+    #: admin HTTP port (FPCInvokerServer); 0 picks a free port, -1 disables it
+    admin_port: int = -1
+    admin_username: str = "invoker.user"
+    admin_password: str = "invoker.pass"
+    #: run a probe action while unhealthy to find out when to be healthy again
+    health_probe: bool = True
     user_memory_mb: int = 2048
     max_peek: int = 500
     memory_sync_interval_s: float = 1.0

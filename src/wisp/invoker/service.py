@@ -48,20 +48,27 @@ class Invoker:
         entity_store: EntityStore,
         activation_store: ActivationStore,
         container_factory: ContainerFactory,
-        admin_port: int = -1,
-        admin_username: str = "invoker.user",
-        admin_password: str = "invoker.pass",
-        health_probe: bool = True,
+        admin_port: int | None = None,
+        admin_username: str | None = None,
+        admin_password: str | None = None,
+        health_probe: bool | None = None,
     ) -> None:
+        iconfig = config.invoker
         self._config = config
         self._etcd = etcd
         self._messaging = messaging
         self._entity_store = entity_store
         self._activation_store = activation_store
         self._factory = container_factory
-        self._admin_port = admin_port
-        self._admin_credentials = (admin_username, admin_password)
-        self._health_probe = health_probe
+        # Explicit arguments (tests) win over the configuration.
+        self._admin_port = iconfig.admin_port if admin_port is None else admin_port
+        self._admin_credentials = (
+            iconfig.admin_username if admin_username is None else admin_username,
+            iconfig.admin_password if admin_password is None else admin_password,
+        )
+        self._health_probe = (
+            iconfig.health_probe if health_probe is None else health_probe
+        )
         self._id = InvokerInstanceId(
             config.invoker.instance_id, config.invoker.user_memory_mb
         )

@@ -258,8 +258,13 @@ class Scheduler:
         )
         await self._queues.start()
         if sconfig.admin_port >= 0:
-            # OpenWhisk's default credentials: the config tree has no keys for them.
-            self._admin = AdminServer(self, host=sconfig.host, port=sconfig.admin_port)
+            self._admin = AdminServer(
+                self,
+                host=sconfig.host,
+                port=sconfig.admin_port,
+                username=sconfig.admin_username,
+                password=sconfig.admin_password,
+            )
             await self._admin.start()
         log.info("Scheduler %s started on %s", self._sid, endpoints.rpc_endpoint)
 
