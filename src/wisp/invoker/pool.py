@@ -58,6 +58,11 @@ class PooledProxy(Protocol):
     last_used: float
 
     @property
+    def idle(self) -> bool:
+        """Warm and pulling with no activation in flight."""
+        ...
+
+    @property
     def invocation_namespace(self) -> str: ...
 
     @property
@@ -240,10 +245,10 @@ class FunctionPullingContainerPool:
             warm.proxy.resume(creation)
             return
 
-        # b. a new container, evicting paused ones when memory is short
+        # b. a new container, evicting idle ones when memory is short
         required = action.limits.memory_mb
         free = self._free_mb()
-        if required > free + self._memory_of(_Status.PAUSED):
+        if required > free + sum(e.proxy.memory_mb for e in self._evictable()):
             self._report_memory()
             self.reject(
                 creation,
@@ -274,17 +279,30 @@ class FunctionPullingContainerPool:
         ]
         return max(matches, key=lambda e: e.proxy.last_used, default=None)
 
+    def _evictable(self) -> list[_Entry]:
+        """Containers that may make room, least recently used first: paused ones,
+        then running ones with nothing in flight.
+
+        DIVERGENCE(openwhisk): the original evicts only paused containers, so a new
+        action waits for the pause grace (10 s) of idle containers of other actions
+        when the invoker's memory is taken; here idle running ones make room too.
+        """
+        paused = [e for e in self._entries.values() if e.status is _Status.PAUSED]
+        idle = [
+            e
+            for e in self._entries.values()
+            if e.status is _Status.BUSY and e.proxy.idle
+        ]
+        by_age = lambda e: e.proxy.last_used  # noqa: E731
+        return sorted(paused, key=by_age) + sorted(idle, key=by_age)
+
     def _evict(self, needed_mb: int) -> None:
-        """Remove least recently used paused containers until `needed_mb` is freed."""
-        paused = sorted(
-            (e for e in self._entries.values() if e.status is _Status.PAUSED),
-            key=lambda e: e.proxy.last_used,
-        )
+        """Remove evictable containers until `needed_mb` is freed."""
         freed = 0
-        for entry in paused:
+        for entry in self._evictable():
             if freed >= needed_mb:
                 break
-            log.info("Evicting paused container of %s", entry.proxy.action)
+            log.info("Evicting idle container of %s", entry.proxy.action)
             entry.status = _Status.LEAVING
             freed += entry.proxy.memory_mb
             entry.proxy.remove()
@@ -384,8 +402,13 @@ class FunctionPullingContainerPool:
         return self._config.user_memory_mb - self._memory_of(*_COUNTED)
 
     def memory_info(self) -> MemoryInfo:
-        """For the health record: paused containers count as free memory."""
-        busy = self._memory_of(_Status.BUSY, _Status.DISABLING)
+        """For the health record: paused and idle running containers count as free
+        memory, since a creation may evict them."""
+        busy = self._memory_of(_Status.BUSY, _Status.DISABLING) - sum(
+            e.proxy.memory_mb
+            for e in self._entries.values()
+            if e.status is _Status.BUSY and e.proxy.idle
+        )
         in_progress = self._memory_of(_Status.IN_PROGRESS)
         return MemoryInfo(
             free_mb=self._config.user_memory_mb - busy - in_progress,

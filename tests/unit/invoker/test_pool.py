@@ -43,6 +43,8 @@ class FakeProxy:
         self.resumed_with: list[ContainerCreationMessage] = []
         self.removed = False
         self.shut_down = False
+        #: warm and pulling with nothing in flight (tests set it)
+        self.idle = False
 
     @property
     def invocation_namespace(self) -> str:
@@ -262,6 +264,53 @@ async def test_least_recently_used_paused_container_is_evicted_for_a_new_one(
 
     assert older.removed and not newer.removed
     assert harness.proxies[2].started
+
+
+async def test_idle_running_container_is_evicted_when_nothing_is_paused(
+    harness: PoolHarness,
+) -> None:
+    harness.pool.create(make_creation(A), A)
+    harness.pool.create(make_creation(B), B)
+    working, idle = harness.proxies
+    for proxy in (working, idle):
+        harness.ready(proxy)
+    idle.idle = True
+
+    harness.pool.create(make_creation(A), A)
+
+    assert idle.removed and not working.removed
+    assert harness.proxies[2].started
+
+
+async def test_running_containers_with_work_in_flight_are_never_evicted(
+    harness: PoolHarness,
+) -> None:
+    harness.pool.create(make_creation(A), A)
+    harness.pool.create(make_creation(B), B)
+    for proxy in harness.proxies:
+        harness.ready(proxy)
+    third = make_creation(A)
+
+    harness.pool.create(third, A)
+    acks = await harness.acks(3)
+    ack = acks[-1]
+
+    assert not any(p.removed for p in harness.proxies)
+    assert ack.error is ContainerCreationError.RESOURCE_NOT_ENOUGH
+
+
+async def test_idle_running_containers_count_as_free_memory(
+    harness: PoolHarness,
+) -> None:
+    harness.pool.create(make_creation(A), A)
+    harness.pool.create(make_creation(B), B)
+    for proxy in harness.proxies:
+        harness.ready(proxy)
+    harness.proxies[0].idle = True
+
+    info = harness.pool.memory_info()
+
+    assert info == MemoryInfo(free_mb=256, busy_mb=256, in_progress_mb=0)
 
 
 async def test_paused_containers_count_as_free_memory_in_the_health_record(

@@ -250,6 +250,16 @@ class FunctionPullingContainerProxy:
         return self._initialized
 
     @property
+    def idle(self) -> bool:
+        """Warm, pulling and running nothing: the pool may evict it for another
+        action."""
+        return (
+            self._state is ProxyState.RUNNING
+            and self._in_flight == 0
+            and not self._shutdown_requested
+        )
+
+    @property
     def held_keys(self) -> frozenset[str]:
         return frozenset(self._held_keys)
 
@@ -267,7 +277,7 @@ class FunctionPullingContainerProxy:
         self._mailbox.put_nowait(_Resume(creation))
 
     def remove(self) -> None:
-        """Evict this (paused) container."""
+        """Evict this container (paused, or running with nothing in flight)."""
         self._request_shutdown("removed by the pool")
 
     def graceful_shutdown(self) -> None:

@@ -410,6 +410,10 @@ class MemoryQueue:
             return
         self._backlog.append(entry)
         self._update_action_throttle()
+        if not (self._tracked.containers or self._tracked.creations):
+            # DIVERGENCE(openwhisk): a queue with nothing to serve its first
+            # activation decides at once instead of at the next 100 ms tick.
+            self._loops.kick()
 
     # --- pull (OpenWhisk's GetActivation) -----------------------------------------------
 

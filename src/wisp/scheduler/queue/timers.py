@@ -5,6 +5,7 @@ FSM state timeouts) and, in the working states, the decision and drop loops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -116,6 +117,11 @@ class WorkingLoops:
         self._spawn = spawn
         self._monitor_task: asyncio.Task[None] | None = None
         self._drop_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def kick(self) -> None:
+        """Run the next decision round now rather than at the next tick."""
+        self._wake.set()
 
     def run(self, working: bool) -> None:
         """Start the loops when `working` (unless running), else cancel them."""
@@ -134,7 +140,10 @@ class WorkingLoops:
         me = asyncio.current_task()
         # The identity check ends the loop even if a cancellation got lost.
         while self._monitor_task is me:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
+            self._wake.clear()
             try:
                 await self._decide()
             except Exception:

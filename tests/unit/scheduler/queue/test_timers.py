@@ -181,3 +181,29 @@ async def test_working_loops_run_until_told_to_stop(harness: Harness) -> None:
     await asyncio.sleep(0.03)
 
     assert len(rounds) == stopped_at
+
+
+async def test_kick_runs_a_decision_round_before_the_next_tick(
+    harness: Harness,
+) -> None:
+    rounds: list[float] = []
+
+    async def decide() -> None:
+        rounds.append(asyncio.get_running_loop().time())
+
+    loops = WorkingLoops(
+        name="q",
+        check_interval_s=30.0,
+        drop_interval_s=30.0,
+        decide=decide,
+        drop=lambda: None,
+        spawn=harness.spawn,
+    )
+    loops.run(True)
+    await asyncio.sleep(0)
+
+    loops.kick()
+    await wait_until(lambda: len(rounds) == 1)
+    loops.run(False)
+
+    assert len(rounds) == 1
