@@ -1,0 +1,7 @@
+"""`python -m wisp` runs the `wisp` command."""
+
+import sys
+
+from wisp.cli import main
+
+sys.exit(main())
