@@ -124,7 +124,8 @@ def _range(prefix: str) -> tuple[bytes, bytes]:
 
 
 def _refused(exc: BaseException) -> bool:
-    """True when the server could not be reached at all (the request was not sent)."""
+    """True for gRPC's UNAVAILABLE (typically: no connection), which gRPC itself
+    treats as safe to retry."""
     code, _ = _status(exc)
     return code is grpc.StatusCode.UNAVAILABLE or isinstance(
         exc, aetcd.ConnectionFailedError
@@ -268,7 +269,9 @@ class AetcdClient:
             except CoordinationError as exc:
                 errors.append(f"{self._endpoints[index]}: {exc}")
                 continue
-            log.info("Connected to etcd at %s", self._endpoints[index])
+            # A refusing endpoint hands the request on, so the answer may have come
+            # from a later one: log the one in use.
+            log.info("Connected to etcd at %s", self.endpoint)
             return
         self._index = 0
         raise CoordinationUnavailable("no etcd answered: " + "; ".join(errors))
@@ -450,7 +453,8 @@ class AetcdClient:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.close(), self._timeout_s)
+                async with asyncio.timeout(self._timeout_s):
+                    await client.close()
 
     # --- internals ----------------------------------------------------------------
 

@@ -23,6 +23,9 @@ from wisp.infra.etcd.watcher import WatcherService
 log = logging.getLogger(__name__)
 
 WATCH_NAME = "data-management-service"
+#: how long stop() waits for cancelled writers
+_STOP_TIMEOUT_S = 5.0
+#: bound of one etcd call (asyncio.timeout: wait_for can lose a cancellation on 3.11)
 _CALL_TIMEOUT_S = 5.0
 
 
@@ -71,6 +74,10 @@ class DataManagementService:
         self._retry_s = retry_interval_s
         self._pending: dict[str, deque[_Op]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
+        #: the op each worker is performing now
+        self._in_flight: dict[str, _Op] = {}
+        #: checks of keys whose failover watch is opening
+        self._checks: set[asyncio.Task[None]] = set()
         self._held: dict[str, _Held] = {}
         self._last_sent: dict[str, str] = {}
         self._idle = asyncio.Event()
@@ -88,14 +95,28 @@ class DataManagementService:
         self._stopped = True
         for key in list(self._held):
             self._watcher.unwatch(key, prefix=False, name=WATCH_NAME)
-        workers = list(self._workers.values())
+        workers = [*self._workers.values(), *self._checks]
         for task in workers:
             task.cancel()
-        for task in workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if workers:
+            _, pending = await asyncio.wait(workers, timeout=_STOP_TIMEOUT_S)
+            if pending:
+                log.warning("%d etcd writers did not stop", len(pending))
         self._workers.clear()
+        self._checks.clear()
+
+        # Callers still waiting for an election or initial data get an answer.
+        for ops in self._pending.values():
+            for op in ops:
+                if op.result is not None and not op.result.done():
+                    op.result.set_exception(
+                        CoordinationError("data management stopped")
+                    )
+        for op in self._in_flight.values():
+            if op.result is not None and not op.result.done():
+                op.result.set_exception(CoordinationError("data management stopped"))
         self._pending.clear()
+        self._in_flight.clear()
 
     # --- the API ------------------------------------------------------------------
 
@@ -133,7 +154,8 @@ class DataManagementService:
 
     async def flush(self, timeout_s: float = 5.0) -> None:
         """Wait until every pending write has been performed (tests, shutdown)."""
-        await asyncio.wait_for(self._idle.wait(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await self._idle.wait()
 
     def held_keys(self) -> dict[str, str]:
         """Keys this process owns under its lease, with their values."""
@@ -169,7 +191,9 @@ class DataManagementService:
         try:
             while queue:
                 op = queue.popleft()
+                self._in_flight[key] = op
                 await self._perform_until_done(op)
+                del self._in_flight[key]
         finally:
             if not queue:
                 self._pending.pop(key, None)
@@ -179,64 +203,128 @@ class DataManagementService:
 
     async def _perform_until_done(self, op: _Op) -> None:
         delay = self._retry_s / 4
+        attempts = 0
         while True:
+            attempts += 1
             try:
                 outcome = await self._perform(op)
             except (CoordinationError, TimeoutError) as exc:
-                log.warning(
-                    "etcd %s of %s failed (%s); retrying", op.kind.value, op.key, exc
+                log.log(
+                    logging.WARNING if attempts == 1 else logging.DEBUG,
+                    "etcd %s of %s failed (%s); retrying",
+                    op.kind.value,
+                    op.key,
+                    exc,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_s)
                 continue
+            except Exception as exc:
+                # Not an etcd failure: retrying would fail the same way.
+                log.exception("etcd %s of %s failed", op.kind.value, op.key)
+                if op.result is not None and not op.result.done():
+                    op.result.set_exception(
+                        CoordinationError(f"{op.kind.value} of {op.key}: {exc}")
+                    )
+                return
             if op.result is not None and not op.result.done():
                 op.result.set_result(outcome)
             return
 
     async def _perform(self, op: _Op) -> bool:
         if op.kind is _Kind.UNREGISTER:
-            await asyncio.wait_for(self._etcd.delete(op.key), _CALL_TIMEOUT_S)
+            async with asyncio.timeout(_CALL_TIMEOUT_S):
+                await self._etcd.delete(op.key)
             return True
         if op.kind is _Kind.STORE:
-            await asyncio.wait_for(self._etcd.put(op.key, op.value), _CALL_TIMEOUT_S)
+            async with asyncio.timeout(_CALL_TIMEOUT_S):
+                await self._etcd.put(op.key, op.value)
             return True
 
         lease = await self._lease.get_lease()
         try:
-            if op.kind is _Kind.REGISTER:
-                await asyncio.wait_for(
-                    self._etcd.put(op.key, op.value, lease.id), _CALL_TIMEOUT_S
-                )
-                created = True
-            else:
-                created = await asyncio.wait_for(
-                    self._etcd.put_txn(op.key, op.value, 0, lease.id), _CALL_TIMEOUT_S
-                )
+            async with asyncio.timeout(_CALL_TIMEOUT_S):
+                if op.kind is _Kind.REGISTER:
+                    await self._etcd.put(op.key, op.value, lease.id)
+                    created = True
+                else:
+                    created = await self._etcd.put_txn(op.key, op.value, 0, lease.id)
         except LeaseNotFound:
             # The lease service notices too and grants a new one; wait for it.
             await asyncio.sleep(self._retry_s / 4)
             raise
         if not created:
-            # Taken already: by this process under this lease counts as ours.
-            current = await asyncio.wait_for(self._etcd.get(op.key), _CALL_TIMEOUT_S)
-            created = current is not None and current.lease == lease.id
+            created = await self._already_ours(op, lease)
+        if created and self._superseded(op.key):
+            # An unregister arrived while this write was in flight: it is not held.
+            return created
         if created:
-            self._hold(op)
+            if self._hold(op):
+                self._spawn_check(op.key)
         elif op.key in self._held:
             # Someone else owns the key now (e.g. another scheduler took a leader key
             # while our lease was gone): stop claiming it.
             self._forget(op.key)
         return created
 
+    async def _already_ours(self, op: _Op, lease: Lease) -> bool:
+        """A create-if-absent found the key taken: ours if this process wrote it,
+        under this lease or a former one (etcd restores leases after a restart)."""
+        async with asyncio.timeout(_CALL_TIMEOUT_S):
+            current = await self._etcd.get(op.key)
+        if current is None or not self._lease.is_own(current.lease):
+            return False
+        if current.lease != lease.id:
+            async with asyncio.timeout(_CALL_TIMEOUT_S):
+                await self._etcd.put(op.key, op.value, lease.id)
+        return True
+
+    def _superseded(self, key: str) -> bool:
+        return any(p.kind is _Kind.UNREGISTER for p in self._pending.get(key, ()))
+
     # --- ownership, failover and re-registration ------------------------------------
 
-    def _hold(self, op: _Op) -> None:
+    def _hold(self, op: _Op) -> bool:
+        """Own `op.key`; True when its failover watch is new."""
         create_only = op.kind is not _Kind.REGISTER
+        previous = self._held.get(op.key)
+        if previous is not None and op.kind is _Kind.REGISTER_INITIAL:
+            # A failover rewrite keeps the key's original register semantics.
+            create_only = previous.create_only
         self._held[op.key] = _Held(op.value, op.failover, create_only)
+        watched = previous is not None and previous.failover
         if op.failover:
             self._watcher.watch(
                 op.key, prefix=False, name=WATCH_NAME, on_delete=self._on_deleted
             )
+        elif watched:
+            self._watcher.unwatch(op.key, prefix=False, name=WATCH_NAME)
+        return op.failover and not watched
+
+    def _spawn_check(self, key: str) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._check_after_watch(key), name=f"dms-check:{key}"
+        )
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _check_after_watch(self, key: str) -> None:
+        """A delete between the write and the opening of the new failover watch
+        reaches no subscriber: once the watch is open, look at the key itself."""
+        try:
+            if not await self._watcher.wait_watching(
+                key, prefix=False, timeout_s=_CALL_TIMEOUT_S
+            ):
+                return
+            async with asyncio.timeout(_CALL_TIMEOUT_S):
+                current = await self._etcd.get(key)
+        except (CoordinationError, TimeoutError) as exc:
+            log.debug("Checking %s after watching it failed (%s)", key, exc)
+            return
+        held = self._held.get(key)
+        if current is None and held is not None and held.failover:
+            log.info("Registered key %s disappeared; writing it again", key)
+            self._submit(_Op(_Kind.REGISTER_INITIAL, key, held.value, True))
 
     def _forget(self, key: str) -> None:
         held = self._held.pop(key, None)

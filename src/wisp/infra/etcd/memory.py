@@ -13,7 +13,12 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from wisp.core.errors import CoordinationError, LeaseNotFound, RevisionCompacted
+from wisp.core.errors import (
+    CoordinationError,
+    CoordinationUnavailable,
+    LeaseNotFound,
+    RevisionCompacted,
+)
 from wisp.infra.etcd.client import EventType, KeyValue, Lease, WatchEvent
 
 #: events kept for watches that start from an old revision
@@ -32,18 +37,22 @@ class _Lease:
 class MemoryWatch:
     """A watch on MemoryEtcd; events arrive in revision order."""
 
-    def __init__(self, owner: MemoryEtcd, key: str, prefix: bool) -> None:
+    def __init__(
+        self, owner: MemoryEtcd, key: str, prefix: bool, start_revision: int = 0
+    ) -> None:
         self._owner = owner
         self.key = key
         self.prefix = prefix
+        self.start_revision = start_revision
         self._events: asyncio.Queue[WatchEvent | None] = asyncio.Queue()
         self._cancelled = False
+        self._broken = False
 
     def matches(self, key: str) -> bool:
         return key.startswith(self.key) if self.prefix else key == self.key
 
     def deliver(self, event: WatchEvent) -> None:
-        if not self._cancelled:
+        if not self._cancelled and event.revision >= self.start_revision:
             self._events.put_nowait(event)
 
     def __aiter__(self) -> AsyncIterator[WatchEvent]:
@@ -53,6 +62,8 @@ class MemoryWatch:
         while True:
             event = await self._events.get()
             if event is None:
+                if self._broken:
+                    raise CoordinationUnavailable("watch stream broken")
                 if self._owner.closed and not self._cancelled:
                     raise CoordinationError("etcd client closed")
                 return
@@ -67,6 +78,10 @@ class MemoryWatch:
     def _close(self) -> None:
         self._events.put_nowait(None)
 
+    def _break(self) -> None:
+        self._broken = True
+        self._events.put_nowait(None)
+
 
 class MemoryEtcd:
     """An EtcdClient whose data lives in this process."""
@@ -77,7 +92,9 @@ class MemoryEtcd:
         self._leases: dict[int, _Lease] = {}
         self._lease_ids = itertools.count(7_000_000_000_000_000_001)
         self._watches: set[MemoryWatch] = set()
-        self._history: deque[WatchEvent] = deque(maxlen=HISTORY_SIZE)
+        self._history: deque[WatchEvent] = deque()
+        #: watches may start at this revision or later (etcd's compact revision)
+        self._compact_revision = 0
         self.closed = False
 
     # --- reads --------------------------------------------------------------------
@@ -168,16 +185,33 @@ class MemoryEtcd:
         self, key: str, *, prefix: bool = False, start_revision: int = 0
     ) -> MemoryWatch:
         self._check_open()
-        watch = MemoryWatch(self, key, prefix)
+        watch = MemoryWatch(self, key, prefix, start_revision)
         if start_revision > 0:
-            full = len(self._history) == self._history.maxlen
-            if full and start_revision < self._history[0].revision:
+            if start_revision < self._compact_revision:
                 raise RevisionCompacted(start_revision)
             for event in self._history:
                 if event.revision >= start_revision and watch.matches(event.key):
                     watch.deliver(event)
         self._watches.add(watch)
         return watch
+
+    async def compact(self, revision: int) -> None:
+        """Drop the history before `revision`, as etcd's compaction does."""
+        self._check_open()
+        if revision > self._revision:
+            raise CoordinationError("required revision is a future revision")
+        if revision <= self._compact_revision:
+            raise RevisionCompacted(revision)
+        self._compact_revision = revision
+        while self._history and self._history[0].revision < revision:
+            self._history.popleft()
+
+    def break_watches(self) -> None:
+        """End every open watch with CoordinationUnavailable, as a broken stream
+        to a real server would (for tests of the resume logic)."""
+        for watch in list(self._watches):
+            watch._break()
+        self._watches.clear()
 
     async def close(self) -> None:
         self.closed = True
@@ -234,6 +268,10 @@ class MemoryEtcd:
 
     def _publish(self, event: WatchEvent) -> None:
         self._history.append(event)
+        if len(self._history) > HISTORY_SIZE:
+            # Automatic compaction: a revision is replayable only when complete.
+            dropped = self._history.popleft()
+            self._compact_revision = max(self._compact_revision, dropped.revision + 1)
         for watch in list(self._watches):
             if watch.matches(event.key):
                 watch.deliver(event)

@@ -4,10 +4,14 @@ Subscribers register an exact key or a prefix under a name; `(key, name)` is uni
 so registering again replaces the callbacks. Callbacks are plain functions called in
 the watcher's task: they must not block (start a task for slow work).
 
+A new key or prefix gets its stream asynchronously: subscribers see the changes made
+after it opened (`wait_watching` tells when).
+
 DIVERGENCE(openwhisk): the original opens one watch over the whole keyspace and loses
 the events of a broken stream; here each watched key or prefix has its own stream
 that resumes from the last revision seen, and re-reads the range (synthesising the
-missed puts and deletes) when that history was compacted.
+missed puts and deletes) when that history was compacted or etcd came back with less
+history than the stream had seen.
 """
 
 from __future__ import annotations
@@ -19,14 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from wisp.core.errors import CoordinationError, RevisionCompacted
-from wisp.infra.etcd.client import EtcdClient, EventType, WatchEvent
+from wisp.infra.etcd.client import EtcdClient, EventType, KeyValue, WatchEvent
 
 log = logging.getLogger(__name__)
+
+#: how long stop() waits for a cancelled task
+_STOP_TIMEOUT_S = 5.0
 
 WatchCallback = Callable[[WatchEvent], None]
 
 _BACKOFF_START_S = 0.05
-_BACKOFF_MAX_S = 2.0
+_BACKOFF_MAX_S = 1.0
 
 
 @dataclass(slots=True)
@@ -49,53 +56,83 @@ class _Stream:
         #: what this stream believes is in etcd, for re-reads after compaction
         self.known: dict[str, str] = {}
         self.ready = asyncio.Event()
+        #: the current attempt got the watch open
+        self.opened = False
+        #: the watch broke and has not been opened again yet
+        self.broken = False
 
     async def run(self) -> None:
         backoff = _BACKOFF_START_S
         while True:
+            self.opened = False
             try:
-                if self.revision == 0:
-                    await self._snapshot()
-                watch = await self.etcd.watch(
-                    self.key, prefix=self.prefix, start_revision=self.revision + 1
-                )
-                self.ready.set()
-                backoff = _BACKOFF_START_S
-                try:
-                    async for event in watch:
-                        self._deliver(event)
-                finally:
-                    with contextlib.suppress(CoordinationError):
-                        await watch.cancel()
-                # The stream ended without an error: the client was closed.
-                raise CoordinationError("watch stream ended")
+                await self._follow()
             except asyncio.CancelledError:
                 raise
             except RevisionCompacted:
                 log.warning("Watch history of %s compacted; re-reading", self.key)
                 await self._resync()
+                continue
             except CoordinationError as exc:
-                log.warning("Watch of %s broken (%s); resuming", self.key, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                # One warning per outage; the retries while it lasts are DEBUG.
+                level = logging.WARNING if self.opened else logging.DEBUG
+                log.log(level, "Watch of %s broken (%s); resuming", self.key, exc)
+            except Exception:
+                log.exception("Watch of %s failed; resuming", self.key)
+            if self.opened:
+                # It had been working: the first retry comes quickly.
+                backoff = _BACKOFF_START_S
+            self.broken = True
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    async def _follow(self) -> None:
+        """Open the watch after the last revision seen and deliver until it breaks."""
+        if self.revision == 0:
+            await self._snapshot()
+        elif await self.etcd.current_revision() < self.revision:
+            # etcd came back with less history than we saw (its data was lost):
+            # resuming from our revision would skip everything until it catches up.
+            log.warning("etcd revision went back below %s; re-reading", self.revision)
+            await self._resync()
+        watch = await self.etcd.watch(
+            self.key, prefix=self.prefix, start_revision=self.revision + 1
+        )
+        self.ready.set()
+        self.opened = True
+        if self.broken:
+            self.broken = False
+            log.info("Watch of %s resumed after revision %s", self.key, self.revision)
+        try:
+            async for event in watch:
+                self._deliver(event)
+        finally:
+            with contextlib.suppress(CoordinationError):
+                await watch.cancel()
+        # The stream ended without an error: the client was closed.
+        raise CoordinationError("watch stream ended")
 
     async def _snapshot(self) -> None:
-        self.revision = await self.etcd.current_revision()
-        self.known = {kv.key: kv.value for kv in await self._read()}
+        # The revision first: changes between the two reads come again as events.
+        revision = await self.etcd.current_revision()
+        known = {kv.key: kv.value for kv in await self._read()}
+        self.revision, self.known = revision, known
 
-    async def _read(self) -> list:  # type: ignore[type-arg]
+    async def _read(self) -> list[KeyValue]:
         if self.prefix:
             return await self.etcd.get_prefix(self.key)
         kv = await self.etcd.get(self.key)
         return [kv] if kv is not None else []
 
     async def _resync(self) -> None:
+        """Re-read the range and deliver the difference to what was known."""
         while True:
             try:
                 revision = await self.etcd.current_revision()
                 now = {kv.key: kv.value for kv in await self._read()}
                 break
-            except CoordinationError:
+            except CoordinationError as exc:
+                log.warning("Re-reading %s failed (%s); retrying", self.key, exc)
                 await asyncio.sleep(_BACKOFF_MAX_S)
         for key, value in list(self.known.items()):
             if key not in now:
@@ -139,9 +176,10 @@ class WatcherService:
         tasks = [s.task for s in self._streams.values() if s.task is not None]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=_STOP_TIMEOUT_S)
+            if pending:
+                log.warning("%d watch tasks did not stop", len(pending))
         self._streams.clear()
 
     def watch(
@@ -171,11 +209,28 @@ class WatcherService:
             if stream.task is not None:
                 stream.task.cancel()
 
+    async def wait_watching(
+        self, key: str, *, prefix: bool, timeout_s: float = 5.0
+    ) -> bool:
+        """Wait until the stream of `key` is open: every later change reaches its
+        subscribers. False when there is no such stream, the service is not
+        running, or the stream did not open in time."""
+        stream = self._streams.get((key, prefix))
+        if stream is None or not self._running:
+            return False
+        try:
+            async with asyncio.timeout(timeout_s):
+                await stream.ready.wait()
+        except TimeoutError:
+            return False
+        return True
+
     async def wait_ready(self, timeout_s: float = 5.0) -> None:
         """Wait until every stream registered so far is open (tests, start-up)."""
         events = [s.ready.wait() for s in self._streams.values()]
         if events:
-            await asyncio.wait_for(asyncio.gather(*events), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*events)
 
     def _launch(self, stream: _Stream) -> None:
         stream.task = asyncio.get_running_loop().create_task(
