@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -9,15 +10,29 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support.etcd_server import EtcdServer
 from tests.support.standalone import StandaloneProcess, basic_auth
 
 
-@pytest.fixture(scope="session")
-def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneProcess]:
-    server = StandaloneProcess(tmp_path_factory.mktemp("wisp-e2e"))
-    server.start()
-    yield server
-    server.stop()
+@pytest.fixture(scope="session", params=["embedded", "etcd"])
+def standalone(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StandaloneProcess]:
+    """The same suite runs on the embedded store and on a real etcd (`--etcd`)."""
+    with contextlib.ExitStack() as stack:
+        extra: tuple[str, ...] = ()
+        if request.param == "etcd":
+            etcd = EtcdServer(tmp_path_factory.mktemp("etcd"))
+            etcd.start()
+            stack.callback(etcd.stop)
+            extra = ("--etcd", etcd.endpoint)
+        server = StandaloneProcess(
+            tmp_path_factory.mktemp("wisp-e2e"), extra_args=extra
+        )
+        server.etcd_endpoint = extra[1] if extra else None
+        server.start()
+        stack.callback(server.stop)
+        yield server
 
 
 class Api:

@@ -44,6 +44,8 @@ class StandaloneProcess:
         self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "standalone.log"
+        #: host:port of the real etcd it runs on, None on the embedded store
+        self.etcd_endpoint: str | None = None
 
     @property
     def url(self) -> str:
