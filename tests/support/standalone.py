@@ -37,11 +37,13 @@ class StandaloneProcess:
         data_dir: Path,
         env: dict[str, str] | None = None,
         extra_args: tuple[str, ...] = (),
+        cwd: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.env = {**os.environ, **(env or {})}
         self.extra_args = list(extra_args)
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "standalone.log"
         #: host:port of the real etcd it runs on, None on the embedded store
@@ -52,7 +54,9 @@ class StandaloneProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 30.0) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        base = self.cwd or Path.cwd()
+        (base / self.data_dir).mkdir(parents=True, exist_ok=True)
+        self.log_path = base / self.data_dir / "standalone.log"
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [
@@ -69,6 +73,7 @@ class StandaloneProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,
+            cwd=self.cwd,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

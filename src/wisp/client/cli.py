@@ -248,9 +248,13 @@ def _put_action(args: argparse.Namespace, client: ApiClient) -> Answer:
         if kind is None:
             raise ClientError(f"cannot tell the kind of {path.name}; pass --kind")
         try:
-            code = path.read_text()
+            code = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ClientError(f"cannot read {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ClientError(
+                f"cannot read {path}: it is not UTF-8 text (byte {exc.start})"
+            ) from exc
         body["exec"] = {"kind": kind, "code": code}
         if args.main:
             body["exec"]["main"] = args.main

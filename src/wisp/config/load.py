@@ -50,7 +50,9 @@ def load_config(
             _set_dotted(tree, dotted, value)
     for dotted, value in (overrides or {}).items():
         _set_dotted(tree, dotted, value)
-    return _build(WispConfig, tree, "")
+    config = _build(WispConfig, tree, "")
+    _check_ranges(config, "")
+    return config
 
 
 def _packaged_defaults() -> dict[str, Any]:
@@ -116,6 +118,29 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             f"configuration key {where} must be {hint.__name__}, got {value!r}"
         ) from exc
     return value
+
+
+#: name endings of quantities that cannot be negative
+_UNITS = ("_mb", "_s", "_ms", "_bytes")
+
+
+def _check_ranges(node: Any, where: str) -> None:
+    """Refuse values no deployment means: negative sizes and times, ports out of
+    range, an invoker without memory."""
+    for field in dataclasses.fields(node):
+        value = getattr(node, field.name)
+        name = where + field.name
+        if dataclasses.is_dataclass(value):
+            _check_ranges(value, name + ".")
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if field.name.endswith(_UNITS) and value < 0:
+            raise ConfigError(f"configuration key {name} must not be negative")
+        if field.name.endswith("port") and not -1 <= value <= 65535:
+            raise ConfigError(f"configuration key {name} must be a port (0..65535)")
+    if where == "invoker." and node.user_memory_mb <= 0:
+        raise ConfigError("configuration key invoker.user_memory_mb must be positive")
 
 
 def _to_bool(value: Any) -> bool:

@@ -151,6 +151,18 @@ class InvokerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """Defaults of the `wisp action` / `wisp activation` commands."""
+
+    apihost: str = "http://127.0.0.1:3233"
+    #: uuid:key; OpenWhisk standalone's well-known guest key
+    auth: str = (
+        "23bc46b1-71f6-4ed5-8c54-816aa4f8c502:"
+        "123zO3xZCLrMN6v2BKK1dXYFpXlPkccOFqm12CdAsMgRU4VrNZ9lyGVCGuMDGIwP"
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: str = "INFO"
     #: "text" (key=value) or "json"
@@ -166,4 +178,5 @@ class WispConfig:
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     invoker: InvokerConfig = field(default_factory=InvokerConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

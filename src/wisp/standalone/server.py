@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import signal
 from pathlib import Path
+from typing import IO
 
 from wisp.config.model import WispConfig
 from wisp.controller.service import Controller
 from wisp.core.entity import Identity
+from wisp.core.errors import WispError
 from wisp.infra.etcd.client import EtcdClient
 from wisp.infra.etcd.factory import connect_etcd
 from wisp.infra.messaging.memory import MemoryBroker
@@ -40,7 +44,9 @@ class StandaloneServer:
 
     def __init__(self, config: WispConfig) -> None:
         self.config = config
-        self.data_dir = Path(config.store.data_dir)
+        # Absolute, so that sandboxes and child processes agree on every path.
+        self.data_dir = Path(config.store.data_dir).resolve()
+        self._lock: DataDirLock | None = None
         self.etcd: EtcdClient | None = None
         self.store: SqliteStore | MemoryStore | None = None
         self.broker = MemoryBroker()
@@ -57,6 +63,8 @@ class StandaloneServer:
     async def start(self) -> None:
         config = self.config
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = DataDirLock(self.data_dir)
+        self._lock.acquire()
 
         # Step 1: stores and coordination, with the guest namespace on first start.
         if config.store.backend == "memory":
@@ -127,6 +135,44 @@ class StandaloneServer:
             await self.etcd.close()
         if self.store is not None:
             await self.store.close()
+        if self._lock is not None:
+            self._lock.release()
+
+
+class DataDirInUse(WispError):
+    """Another Wisp process serves from the same data dir."""
+
+
+class DataDirLock:
+    """An exclusive lock on the data dir, so that two servers never share it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "wisp.lock"
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        handle = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            handle.close()
+            raise DataDirInUse(
+                f"data dir {self.path.parent} is in use by another Wisp (pid {owner}); "
+                "stop it or pass another --data-dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
 
 
 async def serve(config: WispConfig) -> None:

@@ -90,6 +90,10 @@ def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
         ({"WISP__CONTROLLER__PORT": "many"}, "controller.port must be int"),
         ({"WISP__INVOKER__HEALTH_PROBE": "maybe"}, "invoker.health_probe must be bool"),
         ({"WISP__CONTROLLER": "x"}, "controller must be a section"),
+        ({"WISP__INVOKER__USER_MEMORY_MB": "-5"}, "invoker.user_memory_mb must not"),
+        ({"WISP__INVOKER__USER_MEMORY_MB": "0"}, "user_memory_mb must be positive"),
+        ({"WISP__CONTROLLER__PORT": "99999"}, "controller.port must be a port"),
+        ({"WISP__SCHEDULER__QUEUE__IDLE_GRACE_S": "-1"}, "idle_grace_s must not be"),
     ],
 )
 def test_bad_configuration_is_named_clearly(env: dict[str, str], message: str) -> None:
