@@ -1,5 +1,5 @@
 # The two commands for a fresh machine: `make run` and `make test`.
-.PHONY: run test check setup clean bench
+.PHONY: run test lint setup clean bench
 
 setup:
 	./dev/setup
@@ -7,16 +7,17 @@ setup:
 run: setup
 	.venv/bin/wisp standalone
 
+# Lint first (fast), then every test: unit, real etcd, end to end.
 test:
 	./dev/setup --test
-	.venv/bin/ruff check src tests
+	$(MAKE) --no-print-directory lint
 	.venv/bin/pytest -q
 
-check:
-	./dev/setup --test
-	.venv/bin/ruff format --check src tests
-	.venv/bin/ruff check src tests
+lint:
+	.venv/bin/ruff format --check src tests bench dev
+	.venv/bin/ruff check src tests bench dev
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 
 bench:
 	./dev/setup --test
