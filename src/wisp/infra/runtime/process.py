@@ -1,8 +1,9 @@
 """Standalone container backend: each action container is a sandboxed local process.
 
 `ProcessContainerFactory` starts a runtime (runtimes/python_runtime.py or
-runtimes/node_runtime.js) under `sandbox.Sandbox`; `ProcessContainer` speaks the
-action-proxy protocol to it over HTTP on 127.0.0.1 and collects its logs.
+runtimes/node_runtime.js) under `sandbox.Sandbox`, in a directory of its own
+(`work_dirs`); `ProcessContainer` speaks the action-proxy protocol to it over HTTP on
+127.0.0.1 (answers mapped by `responses`) and buffers its output (`logs`).
 """
 
 from __future__ import annotations
@@ -17,23 +18,42 @@ import logging
 import os
 import pathlib
 import re
+import secrets
 import shutil
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
 from wisp.config.model import RuntimeConfig
 from wisp.core.errors import ContainerStartupError
+from wisp.infra.runtime import logs as log_buffer
+from wisp.infra.runtime import work_dirs
 from wisp.infra.runtime.container import (
     LOG_SENTINEL,
     ContainerSpec,
     RunOutcome,
     RunResult,
+)
+from wisp.infra.runtime.logs import (
+    LOG_ISSUE_MESSAGE,
+    LogBuffer,
+    format_log_line,
+    format_logs,
+)
+from wisp.infra.runtime.responses import (
+    EXITED_MESSAGE,
+    INIT_EXITED_MESSAGE,
+    INIT_TIMEOUT_MESSAGE,
+    MEMORY_MESSAGE,
+    TIMEOUT_MESSAGE,
+    UNAVAILABLE_MESSAGE,
+    interpret_init_response,
+    interpret_run_response,
+    shows_memory_exhaustion,
 )
 from wisp.infra.runtime.sandbox import (
     RUNTIMES_DIR,
@@ -46,233 +66,18 @@ from wisp.infra.runtime.sandbox import (
 
 log = logging.getLogger(__name__)
 
-MIB = 1024 * 1024
-
 #: the body of an /init answer is read up to this size
-INIT_RESPONSE_LIMIT_BYTES = MIB
+INIT_RESPONSE_LIMIT_BYTES = 1024 * 1024
 #: /init answers "connection refused" while the runtime starts: retry this often
 INIT_RETRY_INTERVAL_S = 0.05
-#: unread log output kept per container (older lines are dropped past it)
-LOG_BUFFER_LIMIT_BYTES = 16 * MIB
 #: a line longer than this without a newline is split
-MAX_LOG_LINE_BYTES = MIB
-
-TIMEOUT_MESSAGE = "The action exceeded its time limits of {ms} milliseconds."
-INIT_TIMEOUT_MESSAGE = (
-    "The action exceeded its time limits of {ms} milliseconds during initialization."
-)
-EXITED_MESSAGE = "The action did not produce a valid response and exited unexpectedly."
-INIT_EXITED_MESSAGE = "The action did not initialize and exited unexpectedly."
-MEMORY_MESSAGE = "The action exhausted its memory and was aborted."
-INVALID_RESPONSE_MESSAGE = (
-    "The action did not produce a valid JSON or JSON Array response: {body}"
-)
-INIT_FAILED_MESSAGE = "The action failed during initialization: {body}"
-TRUNCATED_RESPONSE_MESSAGE = (
-    "The action produced a response that exceeded the allowed length: "
-    "{size} > {limit} bytes. The truncated response was: {text}"
-)
-UNAVAILABLE_MESSAGE = "The action container is not available: {reason}"
-TRUNCATED_LOGS_MESSAGE = (
-    "Logs were truncated because the total bytes size exceeds the limit of "
-    "{limit} bytes."
-)
-LOG_ISSUE_MESSAGE = (
-    "There was an issue while collecting your logs. Data might be missing."
-)
-
-#: output that shows a runtime ran out of memory (Python, V8, Node, libc)
-_MEMORY_MARKERS = (
-    "MemoryError",
-    "JavaScript heap out of memory",
-    "Fatal process out of memory",
-    "Array buffer allocation failed",
-    "std::bad_alloc",
-)
+MAX_LOG_LINE_BYTES = 1024 * 1024
 
 
 def container_name(prefix: str, seq: int, name: str) -> str:
     """A readable unique id: letters, digits and `_` only, as OpenWhisk names them."""
     safe = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_")[:48]
     return f"{prefix}_{seq}_{safe}" if safe else f"{prefix}_{seq}"
-
-
-# --- response interpretation (pure) ---------------------------------------------
-
-
-_NOT_JSON = object()
-
-
-def _parse_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return _NOT_JSON
-
-
-def _body_text(body: bytes) -> str:
-    return body.decode("utf-8", errors="replace")
-
-
-def shows_memory_exhaustion(text: str) -> bool:
-    return any(marker in text for marker in _MEMORY_MARKERS)
-
-
-def _developer_error(error: Any) -> tuple[RunOutcome, Any]:
-    if isinstance(error, str) and shows_memory_exhaustion(error):
-        error = MEMORY_MESSAGE
-    return RunOutcome.DEVELOPER_ERROR, {"error": error}
-
-
-def _truncated(body: bytes, size: int, limit: int) -> str:
-    return TRUNCATED_RESPONSE_MESSAGE.format(
-        size=size, limit=limit, text=_body_text(body[:limit])
-    )
-
-
-def interpret_run_response(
-    status: int, body: bytes, size: int, limit: int
-) -> tuple[RunOutcome, Any]:
-    """Map an /run answer to an outcome and result. `body` holds at most `limit`
-    bytes of the answer, `size` is its full length."""
-    if status == 503:
-        return RunOutcome.UNAVAILABLE, {
-            "error": UNAVAILABLE_MESSAGE.format(reason="the runtime is shutting down")
-        }
-    if size > limit:
-        return RunOutcome.APPLICATION_ERROR, {"error": _truncated(body, size, limit)}
-
-    parsed = _parse_json(body)
-    if status == 200 and isinstance(parsed, dict):
-        if "error" in parsed:
-            return RunOutcome.APPLICATION_ERROR, parsed
-        return RunOutcome.OK, parsed
-    if status == 200 and isinstance(parsed, list):
-        return RunOutcome.OK, parsed
-    if status != 200 and isinstance(parsed, dict) and "error" in parsed:
-        return _developer_error(parsed["error"])
-    return RunOutcome.DEVELOPER_ERROR, {
-        "error": INVALID_RESPONSE_MESSAGE.format(body=_body_text(body))
-    }
-
-
-def interpret_init_response(
-    status: int, body: bytes, size: int, limit: int
-) -> tuple[RunOutcome, Any]:
-    """Map an /init answer: 200 is success whatever the body, anything else fails."""
-    parsed = _parse_json(body)
-    if status == 200:
-        return RunOutcome.OK, parsed if isinstance(parsed, dict) else {}
-    if status == 503:
-        return RunOutcome.UNAVAILABLE, {
-            "error": UNAVAILABLE_MESSAGE.format(reason="the runtime is shutting down")
-        }
-    if size > limit:
-        return RunOutcome.DEVELOPER_ERROR, {"error": _truncated(body, size, limit)}
-    if isinstance(parsed, dict) and "error" in parsed:
-        return _developer_error(parsed["error"])
-    return RunOutcome.DEVELOPER_ERROR, {
-        "error": INIT_FAILED_MESSAGE.format(body=_body_text(body))
-    }
-
-
-# --- logs -----------------------------------------------------------------------
-
-
-STREAMS = ("stdout", "stderr")
-
-
-@dataclass(frozen=True, slots=True)
-class LogLine:
-    seq: int
-    at: float
-    stream: str
-    #: None marks a sentinel
-    text: str | None
-
-
-class LogBuffer:
-    """Unread output of both streams, in arrival order, with the sentinels kept."""
-
-    def __init__(self, limit_bytes: int = LOG_BUFFER_LIMIT_BYTES) -> None:
-        self._lines: dict[str, collections.deque[LogLine]] = {
-            stream: collections.deque() for stream in STREAMS
-        }
-        self._sentinels = dict.fromkeys(STREAMS, 0)
-        self._closed: set[str] = set()
-        self._seq = itertools.count()
-        self._bytes = 0
-        self._limit = limit_bytes
-
-    def append(self, stream: str, text: str, at: float) -> None:
-        # Output without a final newline glues the sentinel to its last line.
-        if text.rstrip().endswith(LOG_SENTINEL):
-            before = text.rstrip()[: -len(LOG_SENTINEL)]
-            if before:
-                self._add(LogLine(next(self._seq), at, stream, before))
-            self._add(LogLine(next(self._seq), at, stream, None))
-            self._sentinels[stream] += 1
-        else:
-            self._add(LogLine(next(self._seq), at, stream, text))
-
-    def _add(self, line: LogLine) -> None:
-        self._lines[line.stream].append(line)
-        self._bytes += len(line.text or "")
-        while self._bytes > self._limit:
-            self._drop_oldest()
-
-    def _drop_oldest(self) -> None:
-        # Nobody collected these (e.g. logs are off for the action): keep the newest.
-        queues = [q for q in self._lines.values() if q]
-        oldest = min(queues, key=lambda q: q[0].seq).popleft()
-        self._bytes -= len(oldest.text or "")
-        if oldest.text is None:
-            self._sentinels[oldest.stream] -= 1
-
-    def close(self, stream: str) -> None:
-        self._closed.add(stream)
-
-    def complete(self) -> bool:
-        """Every stream has reached a sentinel or its end."""
-        return all(self._sentinels[s] > 0 or s in self._closed for s in STREAMS)
-
-    def take(self) -> list[LogLine]:
-        """Remove and return the lines up to each stream's first sentinel (or all of
-        them), merged in arrival order; sentinels are left out."""
-        taken: list[LogLine] = []
-        for stream, queue in self._lines.items():
-            while queue:
-                line = queue.popleft()
-                self._bytes -= len(line.text or "")
-                if line.text is None:
-                    self._sentinels[stream] -= 1
-                    break
-                taken.append(line)
-        taken.sort(key=lambda line: line.seq)
-        return taken
-
-
-def _timestamp(at: float) -> str:
-    return datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def format_log_line(at: float, stream: str, text: str) -> str:
-    return f"{_timestamp(at):<30} {stream}: {text}"
-
-
-def format_logs(lines: list[LogLine], limit_bytes: int) -> list[str]:
-    """`<time> <stream>: <text>` lines, cut with a notice past `limit_bytes`."""
-    formatted: list[str] = []
-    used = 0
-    for line in lines:
-        text = format_log_line(line.at, line.stream, line.text or "")
-        used += len(text.encode("utf-8"))
-        if used > limit_bytes:
-            notice = TRUNCATED_LOGS_MESSAGE.format(limit=limit_bytes)
-            formatted.append(format_log_line(time.time(), "stderr", notice))
-            break
-        formatted.append(text)
-    return formatted
 
 
 # --- the container --------------------------------------------------------------
@@ -352,7 +157,7 @@ class ProcessContainer:
             connector=aiohttp.TCPConnector(limit=1024, force_close=True),
             timeout=aiohttp.ClientTimeout(total=None),
         )
-        self._logs = LogBuffer()
+        self._logs = LogBuffer(log_buffer.LOG_BUFFER_LIMIT_BYTES)
         self._log_arrived = asyncio.Event()
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=30)
         assert process.stdout is not None and process.stderr is not None
@@ -524,13 +329,13 @@ class ProcessContainer:
             return _Response(response.status, b"".join(kept), max(size, declared or 0))
 
     async def _crash_message(self, default: str) -> str:
-        """Why the connection broke: memory exhaustion when the output or the exit
-        status says so, else `default`."""
+        """Why the connection broke: memory exhaustion when the runtime's last output
+        says so, else `default`."""
         await self._settle()
+        # The rlimits make allocations fail, which the runtimes report (MemoryError,
+        # V8's fatal out-of-memory text); they kill nothing. A signal such as SIGKILL
+        # says only that someone stopped the process, so it is no evidence.
         if any(shows_memory_exhaustion(line) for line in self._stderr_tail):
-            return MEMORY_MESSAGE
-        # Nobody here sends SIGKILL before destroy(): the kernel's OOM killer did.
-        if self._process.returncode == -signal.SIGKILL:
             return MEMORY_MESSAGE
         return default
 
@@ -585,7 +390,10 @@ class ProcessContainer:
                 break
 
         complete = self._logs.complete()
-        lines = format_logs(self._logs.take(), limit_bytes)
+        taken = self._logs.take()
+        # A container runs one action: its later activations have this same limit.
+        self._logs.activation_limit_bytes = max(limit_bytes, 1)
+        lines = format_logs(taken.lines, limit_bytes, truncated=taken.dropped > 0)
         if wait_for_sentinel and not complete:
             lines.append(format_log_line(time.time(), "stderr", LOG_ISSUE_MESSAGE))
         return lines
@@ -676,7 +484,10 @@ def _close_quietly(fd: int) -> None:
 
 
 class ProcessContainerFactory:
-    """Starts action containers as sandboxed local processes under `work_dir`."""
+    """Starts action containers as sandboxed local processes. Their work directories
+    live in a directory of this factory's own under `work_dir`, so several factories
+    (and servers) can share `work_dir`; what the factories of dead processes left
+    there is removed before the first container starts."""
 
     def __init__(
         self,
@@ -687,17 +498,42 @@ class ProcessContainerFactory:
         sentinel_wait_s: float = 2.0,
     ) -> None:
         self._config = config
-        self._work_dir = work_dir
+        # Absolute: the runtime starts in its own directory, and bwrap resolves the
+        # paths it binds from there.
+        self._work_dir = work_dir.resolve()
         self._prefix = name_prefix
         self._sentinel_wait_s = sentinel_wait_s
         self._seq = itertools.count(1)
         self._containers: dict[str, ProcessContainer] = {}
         self._sandbox: Sandbox | None = None
         self._sandbox_lock = asyncio.Lock()
+        self._own_dir = self._work_dir / f"{name_prefix}-{secrets.token_hex(4)}"
+        self._own_dir_claimed = False
+        self._swept = False
+        self._own_dir_lock = asyncio.Lock()
 
     @property
     def containers(self) -> list[ProcessContainer]:
         return list(self._containers.values())
+
+    @property
+    def own_dir(self) -> pathlib.Path:
+        """This factory's directory: its containers' work directories are inside."""
+        return self._own_dir
+
+    async def sweep_stale(self) -> list[pathlib.Path]:
+        """Remove the directories that factories of dead processes left in
+        `work_dir`; returns them. Live factories' directories are never touched."""
+        return await asyncio.to_thread(work_dirs.sweep, self._work_dir)
+
+    async def _claim_own_dir(self) -> None:
+        async with self._own_dir_lock:
+            if not self._swept:
+                self._swept = True
+                await self.sweep_stale()
+            if not self._own_dir_claimed:
+                await asyncio.to_thread(work_dirs.claim, self._own_dir)
+                self._own_dir_claimed = True
 
     async def sandbox(self) -> Sandbox:
         """The sandbox in use; the bwrap probe runs once, off the event loop."""
@@ -711,8 +547,9 @@ class ProcessContainerFactory:
 
     async def create_container(self, spec: ContainerSpec) -> ProcessContainer:
         sandbox = await self.sandbox()
+        await self._claim_own_dir()
         container_id = container_name(self._prefix, next(self._seq), spec.name)
-        work_dir = self._work_dir / container_id
+        work_dir = self._own_dir / container_id
         bwrap = sandbox.mode is SandboxMode.BWRAP
 
         # 1. descriptors the runtime (port) and bwrap (inner pid) report through
@@ -791,7 +628,12 @@ class ProcessContainerFactory:
         self._containers.pop(container.container_id, None)
 
     async def cleanup(self) -> None:
+        """Destroy this factory's containers and remove its directory; other
+        factories' directories in `work_dir` stay."""
         containers = list(self._containers.values())
         await asyncio.gather(*(c.destroy() for c in containers), return_exceptions=True)
         if containers:
             log.info("destroyed %d containers", len(containers))
+        async with self._own_dir_lock:
+            await asyncio.to_thread(work_dirs.remove, self._own_dir)
+            self._own_dir_claimed = False

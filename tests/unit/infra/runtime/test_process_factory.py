@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import pathlib
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -11,16 +15,19 @@ from typing import Any
 
 import pytest
 
+from wisp.config.load import load_config
+from wisp.config.model import RuntimeConfig
 from wisp.core.errors import ContainerStartupError
+from wisp.infra.runtime import logs as log_buffer
 from wisp.infra.runtime.container import ContainerSpec, RunOutcome
 from wisp.infra.runtime.process import (
-    EXITED_MESSAGE,
-    MEMORY_MESSAGE,
     ContainerState,
     ProcessContainer,
     ProcessContainerFactory,
 )
+from wisp.infra.runtime.responses import EXITED_MESSAGE, MEMORY_MESSAGE
 from wisp.infra.runtime.sandbox import bwrap_works
+from wisp.infra.runtime.work_dirs import OWNER_FILE, Owner
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -31,12 +38,36 @@ MB = 1024 * 1024
 needs_bwrap = pytest.mark.skipif(not bwrap_works(), reason="bwrap does not work here")
 
 
+def runtime_config(**overrides: Any) -> RuntimeConfig:
+    dotted = {f"invoker.runtime.{key}": value for key, value in overrides.items()}
+    return load_config(environ={}, overrides=dotted).invoker.runtime
+
+
 def run_body(value: Any) -> dict[str, Any]:
     return {"value": value, "namespace": "guest", "activation_id": "a1"}
 
 
 def path_exists(path: pathlib.Path) -> bool:
     return path.exists()
+
+
+def names_in(directory: pathlib.Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir())
+
+
+def factory_dir(root: pathlib.Path, name: str, owner: Owner) -> pathlib.Path:
+    """A factory directory left with one container directory in it."""
+    directory = root / name
+    (directory / "wsk0_7_guest_old").mkdir(parents=True)
+    (directory / OWNER_FILE).write_text(owner.to_json())
+    return directory
+
+
+def exited_process() -> Owner:
+    """This process, as seen by a sweep, but under the pid of a child that exited."""
+    child = subprocess.Popen(["/usr/bin/true"])
+    child.wait()
+    return dataclasses.replace(Owner.current(), pid=child.pid)
 
 
 def processes_with(token: str) -> list[int]:
@@ -311,7 +342,8 @@ def main(p):
     await container.destroy()
     await asyncio.sleep(0.05)
 
-    assert len(before) == 1
+    # (sh may show up twice: its child has its command line until it execs sleep)
+    assert before
     assert processes_with(token) == []
 
 
@@ -387,3 +419,133 @@ async def test_logs_without_sentinels_come_back_after_the_wait_with_a_notice(
         "stderr: There was an issue while collecting your logs. Data might be missing."
     )
     assert 0.4 <= waited < 1.5
+
+
+SANDBOXES = ["none", pytest.param("bwrap", marks=needs_bwrap)]
+SPEC = ContainerSpec(name="guest/hello", kind="python:3", memory_mb=128)
+TMPDIR_CODE = "import os\ndef main(p):\n    return {'tmp': os.environ['TMPDIR']}\n"
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+async def test_relative_work_dir_is_made_absolute(
+    sandbox: str,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    start_action: StartAction,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    factory = ProcessContainerFactory(
+        runtime_config(sandbox=sandbox), work_dir=pathlib.Path("rel/containers")
+    )
+    try:
+        container = await start_action("python:3", TMPDIR_CODE, on=factory)
+
+        result = await container.run(run_body({}), 5.0, MB)
+    finally:
+        await factory.cleanup()
+
+    assert result.outcome is RunOutcome.OK
+    assert container.work_dir.is_absolute()
+    assert container.work_dir.is_relative_to(tmp_path / "rel" / "containers")
+    assert result.result["tmp"] == (
+        "/tmp" if sandbox == "bwrap" else str(container.work_dir)
+    )
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+async def test_killed_runtime_process_is_reported_as_exited_not_out_of_memory(
+    sandbox: str, make_factory: MakeFactory, start_action: StartAction
+) -> None:
+    code = "import time\ndef main(p):\n    time.sleep(5)\n    return {}\n"
+    container = await start_action("python:3", code, on=make_factory(sandbox=sandbox))
+    running = asyncio.create_task(container.run(run_body({}), 5.0, MB))
+    await asyncio.sleep(0.1)
+
+    # The process this test's factory started: bwrap itself when sandboxed.
+    os.kill(container.pid, signal.SIGKILL)
+    result = await running
+
+    assert result.outcome is RunOutcome.DEVELOPER_ERROR
+    assert result.result == {"error": EXITED_MESSAGE}
+
+
+async def test_two_factories_share_a_work_dir_without_touching_each_other(
+    tmp_path: pathlib.Path,
+) -> None:
+    first = ProcessContainerFactory(runtime_config(), work_dir=tmp_path)
+    second = ProcessContainerFactory(runtime_config(), work_dir=tmp_path)
+    try:
+        mine = await first.create_container(SPEC)
+        theirs = await second.create_container(SPEC)
+
+        await first.cleanup()
+        await theirs.initialize({"code": TMPDIR_CODE, "main": "main"}, 5.0)
+        still_runs = await theirs.run(run_body({}), 5.0, MB)
+    finally:
+        await second.cleanup()
+
+    assert mine.container_id == theirs.container_id == "wsk0_1_guest_hello"
+    assert mine.work_dir != theirs.work_dir
+    assert not path_exists(mine.work_dir) and not path_exists(first.own_dir)
+    assert still_runs.outcome is RunOutcome.OK
+    assert not path_exists(second.own_dir)
+
+
+async def test_first_container_sweeps_directories_of_dead_factories(
+    tmp_path: pathlib.Path,
+) -> None:
+    stale = factory_dir(tmp_path, "wsk0-0badf00d", exited_process())
+    alive = factory_dir(tmp_path, "wsk0-0000a11e", Owner.current())
+    factory = ProcessContainerFactory(runtime_config(), work_dir=tmp_path)
+    try:
+        await factory.create_container(SPEC)
+        swept_again = await factory.sweep_stale()
+    finally:
+        await factory.cleanup()
+
+    assert not path_exists(stale)
+    assert path_exists(alive / "wsk0_7_guest_old")
+    assert swept_again == []
+
+
+async def test_cleanup_leaves_the_work_dir_as_it_found_it(
+    tmp_path: pathlib.Path,
+) -> None:
+    (tmp_path / "unrelated.txt").write_text("keep me")
+    factory = ProcessContainerFactory(runtime_config(), work_dir=tmp_path)
+    await factory.create_container(SPEC)
+
+    await factory.cleanup()
+
+    assert names_in(tmp_path) == ["unrelated.txt"]
+
+
+async def test_long_output_keeps_the_first_lines_and_the_next_activation_is_clean(
+    monkeypatch: pytest.MonkeyPatch, start_action: StartAction
+) -> None:
+    monkeypatch.setattr(log_buffer, "LOG_BUFFER_LIMIT_BYTES", 256 * 1024)
+    code = """
+def main(p):
+    if p.get("long"):
+        for index in range(20000):
+            print(f"line {index} " + "x" * 90)
+    else:
+        print("second")
+    return {}
+"""
+    container = await start_action("python:3", code)
+
+    await container.run(run_body({"long": True}), 10.0, MB)
+    held = container._logs.size_bytes
+    first = await container.logs(100_000, wait_for_sentinel=True)
+    await container.run(run_body({}), 5.0, MB)
+    second = await container.logs(100_000, wait_for_sentinel=True)
+
+    assert first[0].endswith("stdout: line 0 " + "x" * 90)
+    assert first[-2].split(": ", 1)[1].startswith(f"line {len(first) - 2} ")
+    assert first[-1].endswith(
+        "stderr: Logs were truncated because the total bytes size exceeds the "
+        "limit of 100000 bytes."
+    )
+    assert held <= 2 * 256 * 1024
+    assert [line.split(": ", 1)[1] for line in second] == ["second"]

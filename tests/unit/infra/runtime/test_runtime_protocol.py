@@ -220,6 +220,80 @@ async def test_scalar_result_is_developer_error(
     assert result.result == {"error": "The action did not return a dictionary."}
 
 
+@pytest.mark.parametrize(
+    ("kind", "code", "reason"),
+    [
+        (
+            "python:3",
+            "def main(p):\n    return {'x': float('nan')}\n",
+            "Out of range float values are not JSON compliant",
+        ),
+        (
+            "python:3",
+            "def main(p):\n    return {'x': [1, float('inf')]}\n",
+            "Out of range float values are not JSON compliant",
+        ),
+        (
+            "python:3",
+            "def main(p):\n    return {'when': {1, 2}}\n",
+            "Object of type set is not JSON serializable",
+        ),
+        (
+            "nodejs:20",
+            "function main(p) { return {n: 10n}; }",
+            "Do not know how to serialize a BigInt",
+        ),
+        (
+            "nodejs:20",
+            "function main(p) { const o = {}; o.self = o; return o; }",
+            "Converting circular structure to JSON",
+        ),
+    ],
+)
+async def test_result_that_is_not_json_is_a_clear_developer_error(
+    kind: str, code: str, reason: str, start_action: StartAction
+) -> None:
+    container = await start_action(kind, code)
+
+    result = await container.run(run_body({}), 5.0, MB)
+
+    assert result.outcome is RunOutcome.DEVELOPER_ERROR
+    error = result.result["error"]
+    assert error.startswith("The action returned a value that is not valid JSON: ")
+    assert reason in error
+
+
+NESTS_DEEPLY = {
+    "python:3": """
+def main(p):
+    value = []
+    for _ in range(p["depth"]):
+        value = [value]
+    return {"deep": value}
+""",
+    "nodejs:20": """
+function main(p) {
+  let value = [];
+  for (let i = 0; i < p.depth; i++) value = [value];
+  return {deep: value};
+}
+""",
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("depth", [600, 3000, 100_000])
+async def test_result_nested_too_deeply_is_a_developer_error(
+    kind: str, depth: int, start_action: StartAction
+) -> None:
+    container = await start_action(kind, NESTS_DEEPLY[kind])
+
+    result = await container.run(run_body({"depth": depth}), 5.0, 10 * MB)
+
+    assert result.outcome is RunOutcome.DEVELOPER_ERROR
+    assert "nested too deeply" in result.result["error"]
+
+
 @pytest.mark.parametrize("kind", KINDS)
 async def test_array_result_is_success(kind: str, start_action: StartAction) -> None:
     container = await start_action(kind, RETURNS_ARRAY[kind])

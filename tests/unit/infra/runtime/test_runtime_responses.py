@@ -1,7 +1,8 @@
-"""Pure parts of the process backend: response mapping, log buffering, launch plans."""
+"""Pure parts of the process backend: response mapping, launch plans, names."""
 
 from __future__ import annotations
 
+import json
 import pathlib
 import resource
 
@@ -9,15 +10,16 @@ import pytest
 
 from wisp.config.model import RuntimeConfig
 from wisp.core.errors import ContainerStartupError
-from wisp.infra.runtime.container import LOG_SENTINEL, RunOutcome
-from wisp.infra.runtime.process import (
+from wisp.infra.runtime.container import RunOutcome
+from wisp.infra.runtime.process import container_name
+from wisp.infra.runtime.responses import (
     INVALID_RESPONSE_MESSAGE,
+    MAX_RESULT_DEPTH,
     MEMORY_MESSAGE,
-    LogBuffer,
-    container_name,
-    format_logs,
+    TOO_DEEP_MESSAGE,
     interpret_init_response,
     interpret_run_response,
+    nested_deeper_than,
 )
 from wisp.infra.runtime.sandbox import (
     ResourceLimits,
@@ -86,6 +88,85 @@ def test_oversized_run_response_is_application_error_with_truncated_text() -> No
     )
 
 
+def nested(depth: int) -> bytes:
+    return b'{"a": ' * (depth - 1) + b"[1]" + b"}" * (depth - 1)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"x": NaN}',
+        b'{"x": Infinity}',
+        b"[-Infinity]",
+        b'{"x": 1e999}',
+        b'{"x": -1' + b"0" * 400 + b".5}",
+    ],
+)
+def test_run_response_with_nan_or_infinity_is_not_json(body: bytes) -> None:
+    outcome, result = interpret_run_response(200, body, len(body), LIMIT)
+
+    assert outcome is RunOutcome.DEVELOPER_ERROR
+    assert result == {"error": INVALID_RESPONSE_MESSAGE.format(body=body.decode())}
+
+
+def test_run_response_keeps_large_but_finite_numbers() -> None:
+    body = b'{"big": 1e308, "int": 1' + b"0" * 400 + b"}"
+
+    outcome, result = interpret_run_response(200, body, len(body), LIMIT)
+
+    assert outcome is RunOutcome.OK
+    assert result["big"] == 1e308
+    assert json.loads(json.dumps(result, allow_nan=False)) == result
+
+
+@pytest.mark.parametrize("depth", [MAX_RESULT_DEPTH + 1, 999, 3000, 100_000])
+def test_run_response_nested_too_deeply_is_developer_error(depth: int) -> None:
+    body = nested(depth)
+
+    outcome, result = interpret_run_response(200, body, len(body), len(body))
+
+    assert outcome is RunOutcome.DEVELOPER_ERROR
+    assert result == {"error": TOO_DEEP_MESSAGE.format(depth=MAX_RESULT_DEPTH)}
+    assert "nested too deeply" in result["error"]
+
+
+def test_run_response_at_the_depth_limit_is_kept_and_can_be_stored() -> None:
+    body = nested(MAX_RESULT_DEPTH)
+
+    outcome, result = interpret_run_response(200, body, len(body), len(body))
+
+    assert outcome is RunOutcome.OK
+    assert json.loads(json.dumps(result)) == result
+
+
+def test_init_response_nested_too_deeply_fails_without_an_exception() -> None:
+    body = b'{"error": ' + nested(3000) + b"}"
+
+    outcome, result = interpret_init_response(502, body, len(body), len(body))
+
+    assert outcome is RunOutcome.DEVELOPER_ERROR
+    assert "nested too deeply" in result["error"]
+
+
+@pytest.mark.parametrize(
+    ("value", "deeper"),
+    [
+        ([[[]]], True),
+        ([[], [], {}, []], False),
+        ({"a": [{"b": []}]}, True),
+        (["[[[[[[", "]]]]", "\\"], False),
+        ([['\\"[[[[[[[\\']], False),
+        ({"k": "\\", "v": [[{}]]}, True),
+    ],
+)
+def test_nesting_depth_counts_brackets_outside_strings_only(
+    value: object, deeper: bool
+) -> None:
+    body = json.dumps(value).encode()
+
+    assert nested_deeper_than(body, 2) is deeper
+
+
 @pytest.mark.parametrize(
     ("status", "body", "outcome", "result"),
     [
@@ -114,63 +195,6 @@ def test_init_response_maps_to_outcome(
     assert got_outcome is outcome
     if result is not None:
         assert got_result == result
-
-
-def test_log_buffer_takes_one_activation_per_call_in_arrival_order() -> None:
-    buffer = LogBuffer()
-    buffer.append("stdout", "first out", 1.0)
-    buffer.append("stderr", "first err", 1.1)
-    buffer.append("stdout", LOG_SENTINEL, 1.2)
-    buffer.append("stderr", LOG_SENTINEL, 1.2)
-    buffer.append("stdout", "second out", 2.0)
-
-    first = buffer.take()
-    second_complete = buffer.complete()
-    second = buffer.take()
-
-    assert [(line.stream, line.text) for line in first] == [
-        ("stdout", "first out"),
-        ("stderr", "first err"),
-    ]
-    assert not second_complete
-    assert [line.text for line in second] == ["second out"]
-
-
-def test_log_buffer_splits_a_sentinel_glued_to_unterminated_output() -> None:
-    buffer = LogBuffer()
-    buffer.append("stdout", "no newline" + LOG_SENTINEL, 1.0)
-    buffer.close("stderr")
-
-    complete = buffer.complete()
-    lines = buffer.take()
-
-    assert complete
-    assert [line.text for line in lines] == ["no newline"]
-
-
-def test_log_buffer_drops_oldest_lines_past_its_limit() -> None:
-    buffer = LogBuffer(limit_bytes=10)
-    for index in range(5):
-        buffer.append("stdout", f"line{index}", float(index))
-
-    lines = buffer.take()
-
-    assert [line.text for line in lines] == ["line3", "line4"]
-
-
-def test_format_logs_pads_time_and_truncates_past_the_limit() -> None:
-    buffer = LogBuffer()
-    buffer.append("stdout", "a" * 10, 0.0)
-    buffer.append("stderr", "b" * 10, 0.5)
-
-    lines = format_logs(buffer.take(), limit_bytes=60)
-
-    assert lines[0] == "1970-01-01T00:00:00.000000Z    stdout: aaaaaaaaaa"
-    assert lines[1].endswith(
-        "stderr: Logs were truncated because the total bytes size exceeds the "
-        "limit of 60 bytes."
-    )
-    assert len(lines) == 2
 
 
 @pytest.mark.parametrize(

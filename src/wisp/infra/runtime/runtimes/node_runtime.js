@@ -11,6 +11,8 @@ const { createRequire } = require('module');
 
 const SENTINEL = 'XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX';
 const NOT_A_DICTIONARY = 'The action did not return a dictionary.';
+const NOT_JSON = 'The action returned a value that is not valid JSON: ';
+const TOO_DEEP = 'The action returned a value that is nested too deeply to encode as JSON.';
 const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
 
 class InitError extends Error {}
@@ -106,23 +108,41 @@ async function runAction(body) {
   } catch (err) {
     if (err instanceof Error || err === undefined || err === null) {
       console.error(err && err.stack ? err.stack : String(err));
-      return [502, { error: `An error has occurred: ${describe(err)}` }];
+      return [502, JSON.stringify({ error: `An error has occurred: ${describe(err)}` })];
     }
     // A rejected plain value is the action's own error: an application error.
     const isErrorObject = typeof err === 'object' && 'error' in err;
-    return [200, isErrorObject ? err : { error: err }];
+    return encodeResult(isErrorObject ? err : { error: err });
   }
+  return encodeResult(result);
+}
 
-  if (result === null || typeof result !== 'object') return [502, { error: NOT_A_DICTIONARY }];
-  try {
-    return [200, JSON.parse(JSON.stringify(result))];
-  } catch (err) {
-    return [502, { error: NOT_A_DICTIONARY }];
+// [status, JSON text] for what the action produced: a JSON object or array, else why not.
+function encodeResult(result) {
+  if (result === null || typeof result !== 'object') {
+    return [502, JSON.stringify({ error: NOT_A_DICTIONARY })];
   }
+  let text;
+  try {
+    text = JSON.stringify(result);
+  } catch (err) {
+    // RangeError: the call stack ran out; TypeError: a BigInt or a circular structure.
+    const error = err instanceof RangeError ? TOO_DEEP
+      : NOT_JSON + String(err && err.message).split('\n')[0];
+    return [502, JSON.stringify({ error })];
+  }
+  // toJSON() may turn the object into a scalar (or into nothing at all).
+  if (text === undefined || (text[0] !== '{' && text[0] !== '[')) {
+    return [502, JSON.stringify({ error: NOT_A_DICTIONARY })];
+  }
+  return [200, text];
 }
 
 function reply(res, status, body) {
-  const payload = JSON.stringify(body);
+  sendText(res, status, JSON.stringify(body));
+}
+
+function sendText(res, status, payload) {
   res.writeHead(status, {
     'Content-Type': 'application/json',
     'Content-Length': Buffer.byteLength(payload),
@@ -157,9 +177,9 @@ async function handleRun(body, res) {
     reply(res, 403, { error: 'Cannot invoke an uninitialized action.' });
     return;
   }
-  const [status, result] = await runAction(body);
+  const [status, text] = await runAction(body);
   writeSentinels();
-  reply(res, status, result);
+  sendText(res, status, text);
 }
 
 function handle(req, res) {

@@ -25,6 +25,8 @@ THREAD_STACK_BYTES = 2 * 1024 * 1024
 MAX_HEADER_LINE = 64 * 1024
 
 NOT_A_DICTIONARY = "The action did not return a dictionary."
+NOT_JSON = "The action returned a value that is not valid JSON: {reason}"
+TOO_DEEP = "The action returned a value that is nested too deeply to encode as JSON."
 REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
            411: "Length Required", 502: "Bad Gateway"}  # fmt: skip
 
@@ -160,6 +162,19 @@ def handle_init(body: dict[str, Any]) -> Reply:
     return 200, _encode({"ok": True})
 
 
+def encode_result(result: Any) -> Reply:
+    """The reply for what the action returned: a JSON object or array, else why not."""
+    if not isinstance(result, (dict, list)):
+        return 502, _encode({"error": NOT_A_DICTIONARY})
+    try:
+        return 200, _encode(result)
+    except RecursionError:
+        return 502, _encode({"error": TOO_DEEP})
+    except (TypeError, ValueError) as exc:
+        # NaN or Infinity, a value json cannot encode, a circular reference
+        return 502, _encode({"error": NOT_JSON.format(reason=describe(exc))})
+
+
 def handle_run(body: dict[str, Any]) -> Reply:
     entry = ACTION.entry
     if entry is None:
@@ -177,12 +192,7 @@ def handle_run(body: dict[str, Any]) -> Reply:
         traceback.print_exc()
         reply = 502, _encode({"error": f"An error has occurred: {describe(exc)}"})
     else:
-        try:
-            if not isinstance(result, (dict, list)):
-                raise TypeError(type(result).__name__)
-            reply = 200, _encode(result)
-        except (TypeError, ValueError, RecursionError):
-            reply = 502, _encode({"error": NOT_A_DICTIONARY})
+        reply = encode_result(result)
 
     # User code may have swapped the streams: flush what it wrote, then close the logs.
     for stream in (sys.stdout, sys.stderr):
