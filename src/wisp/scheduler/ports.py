@@ -18,7 +18,12 @@ class QueueParent(Protocol):
     """Implemented by QueueManager."""
 
     def queue_removed(self, queue: MemoryQueue, *, outdated: bool) -> None:
-        """The queue reached Removed (or went outdated); drop it from the pool."""
+        """The queue reached Removed; drop it from the pool."""
+        ...
+
+    def queue_outdated(self, queue: MemoryQueue) -> None:
+        """The queue serves an old revision now: it stays in the pool (its containers
+        still pull from it) but takes no new activations; they go to the newest."""
         ...
 
     def forward(self, msgs: list[ActivationMessage]) -> None:

@@ -176,13 +176,17 @@ class ActivationServiceImpl:
             _invalid(context, exc)
             return activation_pb2.RescheduleResponse(isRescheduled=False)
         try:
-            queue = self._pool.lookup(
-                request.invocationNamespace, fqn.unversioned(), revision
-            )
-            if queue is None:
-                return activation_pb2.RescheduleResponse(isRescheduled=False)
-            queue.put(msg)
-            return activation_pb2.RescheduleResponse(isRescheduled=True)
+            ns = request.invocationNamespace
+            queue = self._pool.lookup(ns, fqn.unversioned(), revision)
+            if queue is not None:
+                queue.put(msg)
+                return activation_pb2.RescheduleResponse(isRescheduled=True)
+            if self._pool.queues_for(ns, fqn.unversioned()):
+                # The revision's queue retired after an update: the activation runs
+                # on the current revision, routed like any other.
+                self._pool.handle_activation(msg)
+                return activation_pb2.RescheduleResponse(isRescheduled=True)
+            return activation_pb2.RescheduleResponse(isRescheduled=False)
         except Exception:
             _internal(context, "RescheduleActivation")
             return activation_pb2.RescheduleResponse(isRescheduled=False)

@@ -129,12 +129,17 @@ class FakeQueue:
     stopped: bool = False
     answer: FetchResult = NO_ACTIVATION
     answer_delay_s: float = 0.0
+    #: like MemoryQueue without containers: an outdated queue hands its backlog over
+    hands_back: bool = False
+    start_error: Exception | None = None
 
     @property
     def key(self) -> Key:
         return Key(self.invocation_namespace, self.action.unversioned(), self.revision)
 
     async def start(self, *, version_updated: bool = False) -> None:
+        if self.start_error is not None:
+            raise self.start_error
         self.started.append(version_updated)
 
     def put(self, msg: ActivationMessage) -> None:
@@ -173,6 +178,10 @@ class FakeQueue:
 
     def stop_as_outdated(self) -> None:
         self.outdated += 1
+        if self.hands_back and self.parent is not None:
+            self.parent.queue_outdated(self)
+            backlog, self.puts = self.puts, []
+            self.parent.forward(backlog)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -193,9 +202,13 @@ class FakeQueue:
 class FakeQueueFactory:
     def __init__(self) -> None:
         self.created: list[FakeQueue] = []
+        self.hands_back = False
+        self.start_error: Exception | None = None
 
     def __call__(self, **kwargs: Any) -> FakeQueue:
-        queue = FakeQueue(**kwargs)
+        queue = FakeQueue(
+            **kwargs, hands_back=self.hands_back, start_error=self.start_error
+        )
         self.created.append(queue)
         return queue
 

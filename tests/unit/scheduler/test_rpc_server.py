@@ -246,6 +246,20 @@ async def test_reschedule_puts_the_activation_back_into_its_queue(setup: Setup) 
     assert [m.activation_id for m in queue.puts] == [msg.activation_id]
 
 
+async def test_reschedule_for_a_retired_revision_is_routed_to_the_current_one(
+    setup: Setup,
+) -> None:
+    setup.pool.add("2-bbb")
+    msg = activation()
+
+    response = await setup.client.activations.RescheduleActivation(
+        reschedule_request(msg), timeout=5
+    )
+
+    assert response.isRescheduled is True
+    assert [m.activation_id for m in setup.pool.handled] == [msg.activation_id]
+
+
 async def test_reschedule_without_the_queue_is_refused(setup: Setup) -> None:
     response = await setup.client.activations.RescheduleActivation(
         reschedule_request(activation()), timeout=5

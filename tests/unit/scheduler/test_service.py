@@ -71,7 +71,11 @@ class Running:
 
 
 def make_scheduler(
-    etcd: MemoryEtcd, broker: MemoryBroker, instance_id: str = "0", admin_port: int = -1
+    etcd: MemoryEtcd,
+    broker: MemoryBroker,
+    instance_id: str = "0",
+    admin_port: int = -1,
+    graceful_s: float = 0.2,
 ) -> Scheduler:
     config = load_config(
         overrides={
@@ -79,7 +83,7 @@ def make_scheduler(
             "scheduler.host": "127.0.0.1",
             "scheduler.rpc_port": 0,
             "scheduler.admin_port": admin_port,
-            "scheduler.queue.graceful_shutdown_timeout_s": 0.2,
+            "scheduler.queue.graceful_shutdown_timeout_s": graceful_s,
             "scheduler.queue.long_poll_s": 0.2,
             "scheduler.state_publish_interval_s": 0.05,
         }
@@ -95,10 +99,15 @@ def make_scheduler(
 
 
 @pytest.fixture
-async def running() -> AsyncIterator[Running]:
+def graceful_s() -> float:
+    return 0.2
+
+
+@pytest.fixture
+async def running(graceful_s: float) -> AsyncIterator[Running]:
     etcd = MemoryEtcd()
     broker = MemoryBroker()
-    scheduler = make_scheduler(etcd, broker)
+    scheduler = make_scheduler(etcd, broker, graceful_s=graceful_s)
     await scheduler.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{scheduler.rpc_port}")
     yield Running(
@@ -213,6 +222,32 @@ async def test_stop_removes_the_scheduler_leader_and_lease_keys(
     assert await value_of(running.etcd, KEYS.scheduler("0")) is None
     assert await value_of(running.etcd, KEYS.queue_leader(NS, FQN)) is None
     assert await value_of(running.etcd, KEYS.instance_lease("scheduler0")) is None
+
+
+@pytest.mark.parametrize("graceful_s", [5.0])
+async def test_stop_with_nothing_waiting_does_not_wait_for_polling_containers(
+    running: Running,
+) -> None:
+    await create_queue(running)
+
+    async def container() -> None:
+        # Polls as a warm container does, until the scheduler goes away.
+        for _ in range(100):
+            try:
+                await fetch(running)
+            except grpc.RpcError:
+                return
+
+    poller = asyncio.create_task(container())
+    await asyncio.sleep(0.1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await running.scheduler.stop()
+    elapsed = loop.time() - started
+    await asyncio.wait_for(poller, 5)
+
+    assert elapsed < 1.5
+    assert await value_of(running.etcd, KEYS.queue_leader(NS, FQN)) is None
 
 
 async def test_activation_sent_to_a_follower_is_forwarded_to_the_leader(

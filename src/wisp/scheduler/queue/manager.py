@@ -63,6 +63,10 @@ ENDPOINT_LOOKUP_TEXT = (
 FORWARD_TEXT = (
     "The activation has not been processed: failed to reach the queue leader."
 )
+SHUTTING_DOWN_TEXT = (
+    "The activation has not been processed: the scheduler is shutting down."
+)
+QUEUE_START_TEXT = "The activation has not been processed: the queue did not start."
 
 _WATCH_NAME = "queue-manager"
 _PEEK_TIMEOUT_S = 1.0
@@ -258,7 +262,10 @@ class QueueManager:
             return True
         ns = request.invocation_namespace
         fqn = request.action.unversioned()
-        if self._entry(ns, fqn, request.revision) is not None:
+        newest = self._newest_leader(ns, fqn)
+        if newest is not None and revision_generation(
+            request.revision
+        ) <= revision_generation(newest[0]):
             return True
         metadata = request.action_metadata
         if not isinstance(metadata.get("exec"), dict):
@@ -298,27 +305,47 @@ class QueueManager:
             log.info("Follower for %s", key)
             return True
         ns = request.invocation_namespace
+        fqn = request.action.unversioned()
         async with self._lock(key):
+            action, revision, metadata = await self._newest_known(request, metadata)
             # The key may be ours already (a queue of another revision holds it).
-            current = self._newest_leader(ns, request.action.unversioned())
-            if current is None:
-                await self._start_queue(
-                    ns,
-                    request.action,
-                    request.revision,
-                    metadata,
-                    version_updated=False,
-                )
+            current = self._newest_leader(ns, fqn)
+            if current is not None and revision_generation(
+                revision
+            ) <= revision_generation(current[0]):
                 return True
-            revision, entry = current
-            if revision_generation(request.revision) <= revision_generation(revision):
-                return True
-            entry.leader = False
-            entry.queue.stop_as_outdated()
-            await self._start_queue(
-                ns, request.action, request.revision, metadata, version_updated=True
+            older = self._leader_entries(ns, fqn)
+            queue = await self._start_queue(
+                ns, action, revision, metadata, version_updated=bool(older)
             )
+            self._outdate(older)
+            if self._shutting_down:
+                queue.graceful_shutdown()
         return True
+
+    async def _newest_known(
+        self, request: CreateQueueRequest, metadata: dict[str, Any]
+    ) -> tuple[FullyQualifiedEntityName, str, dict[str, Any]]:
+        """The requested action, or the stored one when it is newer.
+
+        DIVERGENCE(openwhisk): a CreateQueue for a revision the store has already
+        replaced (a controller recreating the queue of activations it read before an
+        update) gets a queue of the current revision, never one of an outdated one.
+        """
+        stored = await self._load_action(request.action)
+        if (
+            stored is None
+            or revision_generation(stored.rev) <= revision_generation(request.revision)
+            or not _is_executable(stored.metadata_json())
+        ):
+            return request.action, request.revision, metadata
+        log.info(
+            "CreateQueue for %s@%s: the store has %s",
+            request.action.unversioned(),
+            request.revision,
+            stored.rev,
+        )
+        return stored.fqn, stored.rev, stored.metadata_json()
 
     async def _start_queue(
         self,
@@ -329,6 +356,8 @@ class QueueManager:
         *,
         version_updated: bool,
     ) -> MemoryQueue:
+        """Create, register as leader and start a queue; the caller shuts it down if
+        the scheduler is shutting down (after giving it what it came for)."""
         fqn = action.unversioned()
         queue = self._factory(
             invocation_namespace=invocation_ns,
@@ -349,9 +378,19 @@ class QueueManager:
             raise
         self._init_revisions[self._keys.queue_leader(invocation_ns, fqn)] = revision
         log.info("Queue for %s %s@%s started", invocation_ns, fqn, revision)
-        if self._shutting_down:
-            queue.graceful_shutdown()
         return queue
+
+    def _leader_entries(self, invocation_ns: str, fqn: str) -> list[_Entry]:
+        return [
+            e for e in self._pool.get((invocation_ns, fqn), {}).values() if e.leader
+        ]
+
+    def _outdate(self, entries: list[_Entry]) -> None:
+        """Retire queues a newer revision's queue replaces. Called once that queue is
+        in place, so the backlogs they hand back find it."""
+        for entry in entries:
+            entry.leader = False
+            entry.queue.stop_as_outdated()
 
     # --- QueueParent port -------------------------------------------------------------------
 
@@ -367,6 +406,12 @@ class QueueManager:
         log.info(
             "Queue for %s %s@%s removed", key.invocation_namespace, fqn, key.revision
         )
+
+    def queue_outdated(self, queue: MemoryQueue) -> None:
+        key = queue.key
+        entry = self._entry(key.invocation_namespace, key.fqn, key.revision)
+        if entry is not None and entry.queue is queue:
+            entry.leader = False
 
     def forward(self, msgs: list[ActivationMessage]) -> None:
         for msg in msgs:
@@ -406,14 +451,21 @@ class QueueManager:
             entry.queue.put(msg)
             return
 
-        # Compare with the revision this scheduler leads for the action.
+        # This scheduler leads the action at another revision: an older activation
+        # runs the current code, a newer one moves the queue to its revision.
         key = self._keys.queue_leader(ns, fqn)
+        if self._newest_leader(ns, fqn) is not None:
+            if not self._deliver_local(msg):
+                self._spawn(self._serve_latest(key, msg), f"update-queue-{key}")
+            return
+
+        # Compare with the revision this scheduler led the action at.
         known = self._init_revisions.get(key)
         if known is not None:
             generation = revision_generation(msg.revision)
             known_generation = revision_generation(known)
             if generation > known_generation:
-                self._spawn(self._update_queue(key, known, msg), f"update-queue-{key}")
+                self._spawn(self._serve_latest(key, msg), f"update-queue-{key}")
                 return
             if generation < known_generation:
                 # An activation of an old revision runs the current code.
@@ -430,6 +482,10 @@ class QueueManager:
         endpoints = self._leaders.get(key)
         if endpoints is not None and self._is_self(endpoints):
             self._handle_cycle(msg)
+            return
+        if endpoints is None and self._shutting_down:
+            # A lookup would outlive the drain and end cancelled, without a record.
+            self._fail(msg, SHUTTING_DOWN_TEXT)
             return
         self._spawn(self._route_remote(key, msg), f"route-{msg.activation_id}")
 
@@ -501,7 +557,7 @@ class QueueManager:
         key = self._keys.queue_leader(
             msg.invocation_namespace, msg.action.unversioned()
         )
-        self._spawn(self._recover_queue(key, msg), f"recover-queue-{key}")
+        self._spawn(self._serve_latest(key, msg), f"recover-queue-{key}")
 
     def _deliver_local(self, msg: ActivationMessage) -> bool:
         """Put into the newest local leader queue not older than the activation."""
@@ -526,44 +582,47 @@ class QueueManager:
                 best = (revision, entry)
         return best
 
-    async def _recover_queue(self, key: str, msg: ActivationMessage) -> None:
+    async def _serve_latest(self, key: str, msg: ActivationMessage) -> None:
+        """OpenWhisk's UpdateMemoryQueue and RecoverQueue in one: the activation goes to
+        a local leader queue of the action's stored (latest) revision, started here if
+        there is none; older leader queues then retire and hand their backlogs over.
+        Never starts a queue for a revision the store has replaced."""
         async with self._lock(key):
             if self._deliver_local(msg):
+                return
+            if self._shutting_down:
+                # DIVERGENCE(openwhisk): a queue started now would be shut down at
+                # once and hand the activation back here; fail it instead.
+                self._fail(msg, SHUTTING_DOWN_TEXT)
                 return
             action = await self._executable_action(msg)
             if action is None:
                 return
-            log.info("Recovering the queue of %s", key)
-            queue = await self._start_queue(
-                msg.invocation_namespace,
-                action.fqn,
-                action.rev,
-                action.metadata_json(),
-                version_updated=False,
-            )
-            queue.put(_retarget(msg, action.rev, action.version))
-
-    async def _update_queue(self, key: str, known: str, msg: ActivationMessage) -> None:
-        """A newer revision arrived: retire the old queue, start one for the new code."""
-        async with self._lock(key):
+            msg = _retarget(msg, action.rev, action.version)
             if self._deliver_local(msg):
                 return
             ns = msg.invocation_namespace
-            fqn = msg.action.unversioned()
-            old = self._entry(ns, fqn, known)
-            if old is not None and old.leader:
-                old.leader = False
-                old.queue.stop_as_outdated()
-            action = await self._executable_action(msg)
-            if action is None:
+            older = self._leader_entries(ns, msg.action.unversioned())
+            if older:
+                log.info("Queue of %s moves to revision %s", key, action.rev)
+            else:
+                log.info("Recovering the queue of %s at revision %s", key, action.rev)
+            try:
+                queue = await self._start_queue(
+                    ns,
+                    action.fqn,
+                    action.rev,
+                    action.metadata_json(),
+                    version_updated=bool(older),
+                )
+            except Exception:
+                log.exception("Starting the queue of %s failed", key)
+                self._fail(msg, QUEUE_START_TEXT)
                 return
-            if self._deliver_local(msg.with_revision(action.rev)):
-                return
-            log.info("Queue of %s moves from revision %s to %s", key, known, action.rev)
-            queue = await self._start_queue(
-                ns, action.fqn, action.rev, action.metadata_json(), version_updated=True
-            )
-            queue.put(_retarget(msg, action.rev, action.version))
+            queue.put(msg)
+            self._outdate(older)
+            if self._shutting_down:
+                queue.graceful_shutdown()
 
     async def _executable_action(self, msg: ActivationMessage) -> WhiskAction | None:
         """The latest stored action, or None after failing `msg` with the reason."""

@@ -128,6 +128,7 @@ class MemoryQueue:
         self._revision = revision
         self._metadata = action_metadata
         self._queue_cfg = config.queue
+        self._scheduling_cfg = config.scheduling
         self._creator = container_creator
         self._parent = parent
         self._namespace_limit = namespace_limit
@@ -178,7 +179,7 @@ class MemoryQueue:
             counters=counters,
             is_live=lambda: self._state is not QueueState.REMOVED,
             touch=self._timer.touch,
-            container_gone=lambda cid: self._polls.end(cid, NO_ACTIVATION),
+            container_gone=self._container_gone,
         )
         self._keys = LeaderKeys(
             name=name,
@@ -318,37 +319,41 @@ class MemoryQueue:
             self._retire("graceful shutdown while flushing", unregister_keys=True)
             return
         # Delete the keys first so that controllers and schedulers move on, then keep
-        # serving the containers that still pull from here.
+        # serving the containers that still pull from here (nothing waiting: done).
         self._keys.unregister()
         self._keys.unwatch_leader()
         self._transition(QueueState.REMOVING, "graceful shutdown")
+        self._check_removing()
 
     def stop_as_outdated(self) -> None:
-        """A newer revision took over: stop provisioning, drain, then retire."""
+        """A newer revision took over: stop provisioning, let the old containers take
+        what they can, hand the rest to the parent, then retire."""
         self._timer.touch()
         state = self._state
         if state is QueueState.REMOVED:
             return
+        first = not self._outdated
         self._outdated = True
         # DIVERGENCE(openwhisk): the leader and throttle keys now belong to the new
         # revision's queue; the original could delete them when outdated in Flushing.
         self._keys.owns = False
         self._keys.unwatch_leader()
+        if first:
+            # DIVERGENCE(openwhisk): the queue leaves the pool only once Removed (the
+            # original dropped it here), so that its old containers can still pull
+            # its backlog instead of being told the action version does not match.
+            self._parent.queue_outdated(self)
         if state is QueueState.IDLE:
             self._retire("outdated", unregister_keys=False, delete_containers=True)
             return
         if state is QueueState.FLUSHING:
-            self._failer.fail(self._backlog.take_all(), self._flush_response())
+            # DIVERGENCE(openwhisk): the backlog was failed there; the newer revision
+            # may well get containers, so it is routed there (see _retire).
             self._retire("outdated while flushing", unregister_keys=False)
             return
-        self._notify_parent()
-        if self._backlog and not self._tracked.containers:
-            # No old container will drain these; route them to the new revision.
-            self._parent.forward(self._backlog.take_all())
-        if state is QueueState.REMOVING:
-            self._check_removing()
-            return
-        self._transition(QueueState.REMOVING, "outdated")
+        if state is not QueueState.REMOVING:
+            self._transition(QueueState.REMOVING, "outdated")
+        self._check_removing()
 
     async def stop(self) -> None:
         """Cancel every task (scheduler shutdown, tests). Keys stay as they are and the
@@ -410,6 +415,9 @@ class MemoryQueue:
             return
         self._backlog.append(entry)
         self._update_action_throttle()
+        if state is QueueState.REMOVING:
+            self._check_removing()
+            return
         if not (self._tracked.containers or self._tracked.creations):
             # DIVERGENCE(openwhisk): a queue with nothing to serve its first
             # activation decides at once instead of at the next 100 ms tick.
@@ -439,6 +447,7 @@ class MemoryQueue:
         if not alive:
             self._polls.end(container_id, NO_ACTIVATION)
             self._tracked.containers.discard(container_id)
+            self._check_removing()
             return NO_ACTIVATION
 
         if not idle:
@@ -449,6 +458,7 @@ class MemoryQueue:
         if self._backlog:
             entry = self._backlog.pop()
             self._update_action_throttle()
+            self._check_removing()
             return FetchResult(message=entry.msg)
         return await self._long_poll(container_id, warmed)
 
@@ -493,6 +503,9 @@ class MemoryQueue:
         self._timer.touch()
         self._tracked.creations.discard(creation_id)
         state = self._state
+        if state is QueueState.REMOVING:
+            self._check_removing(give_up=True)
+            return
         if state is QueueState.RUNNING:
             if self._tracked.containers:
                 # Running containers still serve the queue.
@@ -513,6 +526,9 @@ class MemoryQueue:
     # --- the decision loop ---------------------------------------------------------------
 
     async def _tick(self) -> None:
+        if self._outdated:
+            self._hand_back_stale()
+            return
         self._provisioning.refresh_average()
         # Re-evaluated every tick so that a throttle flag never outlives its cause.
         self._update_action_throttle()
@@ -601,6 +617,7 @@ class MemoryQueue:
         expired = self._backlog.take_waited(self._clock(), retention_s)
         self._failer.fail(expired, expired_response(self._retention_ms))
         self._update_action_throttle()
+        self._check_removing()
 
     def _check_flushing(self) -> None:
         """Flushing gives up on expired activations, and retires once a whole flush
@@ -625,6 +642,22 @@ class MemoryQueue:
         if backlog:
             self._route_again(backlog)
 
+    def _hand_back_stale(self) -> None:
+        """An outdated queue never asks for containers (an invoker would run the
+        current code anyway): what its old containers did not take within the stale
+        threshold goes to the current revision's queue, which can provision."""
+        stale = self._backlog.take_waited(
+            self._clock(), self._scheduling_cfg.stale_threshold_ms / 1000
+        )
+        if stale:
+            log.info(
+                "Queue %s: %d activations handed to the current revision",
+                self._name,
+                len(stale),
+            )
+            self._parent.forward(stale)
+        self._check_removing()
+
     def _route_again(self, msgs: list[ActivationMessage]) -> None:
         """Hand activations back to the parent once it has dropped this queue; before
         that (a queue stopped by its owner) they would come straight back here."""
@@ -648,9 +681,13 @@ class MemoryQueue:
         elif state is QueueState.FLUSHING:
             self._check_flushing()
         elif state is QueueState.REMOVING:
-            self._check_removing()
+            self._check_removing(give_up=True)
 
-    def _check_removing(self) -> None:
+    def _check_removing(self, *, give_up: bool = False) -> None:
+        """Removing ends as soon as nothing waits here. With a backlog left, an
+        outdated queue retires once no old container can take it, any other once
+        `give_up` (state timeout, failed creation) finds nothing left to serve it;
+        the backlog is routed again in both cases."""
         if self._state is not QueueState.REMOVING:
             return
         if not self._backlog:
@@ -658,7 +695,9 @@ class MemoryQueue:
                 "drained", unregister_keys=False, delete_containers=self._outdated
             )
             return
-        if not self._tracked.containers and not self._tracked.creations:
+        if self._tracked.containers:
+            return
+        if self._outdated or (give_up and not self._tracked.creations):
             # DIVERGENCE(openwhisk): the original keeps waiting for containers that are
             # gone; the backlog is routed again instead (to the new leader).
             self._retire(
@@ -666,6 +705,13 @@ class MemoryQueue:
                 unregister_keys=False,
                 delete_containers=self._outdated,
             )
+
+    def _container_gone(self, container_id: str) -> None:
+        """A container of this revision disappeared from etcd."""
+        self._polls.end(container_id, NO_ACTIVATION)
+        if self._state is QueueState.REMOVING:
+            # Not from inside the watch callback: retiring releases that watch.
+            asyncio.get_running_loop().call_soon(self._check_removing)
 
     # --- state changes ------------------------------------------------------------------
 

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 CREATION_TRANSACTION = "sid_containerCreation"
 
 _DURATION_TIMEOUT_S = 10.0
+#: creations are logged at INFO at most this often per queue, else at DEBUG
+_CREATION_REPORT_S = 5.0
 
 
 class Provisioner:
@@ -72,6 +74,7 @@ class Provisioner:
             maxlen=max(1, config.queue.duration_buffer_size)
         )
         self._average_duration: float | None = None
+        self._last_report: float | None = None
 
     # --- run times ------------------------------------------------------------------
 
@@ -149,9 +152,19 @@ class Provisioner:
         # Added before sending, so the next snapshot counts them as in progress.
         ids = [m.creation_id for m in msgs]
         self._tracked.creations.update(ids)
-        log.info("Queue %s: creating %d containers", self._name, count)
+        self._log_creation(count)
         try:
             self._creator.create_containers(msgs, self._memory_mb, self._ns)
         except Exception:
             log.exception("Queue %s: handing creations over failed", self._name)
             self._tracked.creations.difference_update(ids)
+
+    def _log_creation(self, count: int) -> None:
+        # A queue that cannot get its containers asks again every check interval;
+        # one INFO line says it started, the repeats go to DEBUG.
+        now = self._clock()
+        if self._last_report is None or now - self._last_report >= _CREATION_REPORT_S:
+            self._last_report = now
+            log.info("Queue %s: creating %d containers", self._name, count)
+        else:
+            log.debug("Queue %s: creating %d containers", self._name, count)

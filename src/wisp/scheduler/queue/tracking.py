@@ -46,7 +46,8 @@ class ContainerTracker:
         container_gone: Callable[[str], None],
     ) -> None:
         """`is_live` says whether events still count, `touch` is called for each
-        event that does, and `container_gone` for every deleted container."""
+        event that does, and `container_gone` for every deleted container (once it
+        has left `containers`)."""
         self._name = name
         self._ns = invocation_namespace
         self._etcd = etcd
@@ -152,8 +153,8 @@ class ContainerTracker:
         container_id = last_segment(event.key)
         if self._syncing:
             self._deleted_while_syncing.add(container_id)
-        self._container_gone(container_id)
         self.containers.discard(container_id)
+        self._container_gone(container_id)
 
     def _on_creation_put(self, event: WatchEvent) -> None:
         if not self._is_live():

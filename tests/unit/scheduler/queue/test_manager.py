@@ -32,6 +32,8 @@ from wisp.scheduler.queue.manager import (
     ENDPOINT_LOOKUP_TEXT,
     ENDPOINT_PARSE_TEXT,
     FORWARD_TEXT,
+    QUEUE_START_TEXT,
+    SHUTTING_DOWN_TEXT,
     TOO_OLD_TEXT,
     QueueManager,
 )
@@ -497,6 +499,46 @@ async def test_concurrent_newer_activations_start_one_updated_queue(h: Harness) 
     assert h.queues[0].outdated == 1
 
 
+async def test_outdated_queue_hands_its_backlog_to_the_new_queue_already_in_place(
+    h: Harness,
+) -> None:
+    h.factory.hands_back = True
+    await h.create("1-aaa")
+    waiting = activation(revision="1-aaa")
+    h.manager.handle_activation(waiting)
+    h.store.add_action("2-bbb", version="0.0.2")
+    newer = activation(revision="2-bbb", action=ACTION.with_version("0.0.2"))
+
+    h.manager.handle_activation(newer)
+    await until(lambda: len(h.queues) == 2 and len(h.queues[1].puts) == 2)
+
+    old, new = h.queues
+    assert [m.activation_id for m in new.puts] == [
+        newer.activation_id,
+        waiting.activation_id,
+    ]
+    assert {(m.revision, m.action.version) for m in new.puts} == {("2-bbb", "0.0.2")}
+    assert h.ack.completed == []
+    assert h.etcd.gets == 0
+    # Its old containers can still pull from the outdated queue.
+    assert h.manager.lookup(NS, FQN, "1-aaa") is old
+
+
+async def test_queue_that_went_outdated_by_itself_takes_no_new_activations(
+    h: Harness,
+) -> None:
+    await h.create("1-aaa")
+    queue = h.queues[0]
+
+    h.manager.queue_outdated(queue)  # type: ignore[arg-type]
+    h.manager.handle_activation(activation(revision="1-aaa"))
+    await until(lambda: h.ack.completed)
+
+    assert queue.puts == []
+    assert h.manager.lookup(NS, FQN, "1-aaa") is queue
+    assert h.manager.leader_count == 0
+
+
 async def test_failed_action_read_during_update_fails_the_activation(
     h: Harness,
 ) -> None:
@@ -540,6 +582,76 @@ async def test_lost_local_queue_is_recovered_once_for_self_routed_activations(
         first.activation_id,
         second.activation_id,
     ]
+
+
+async def test_recovered_queue_takes_the_stored_revision_never_an_outdated_one(
+    h: Harness,
+) -> None:
+    h.watcher.put(LEADER_KEY, endpoints_json(OWN))
+    h.store.add_action("3-ccc", version="0.0.3")
+    msg = activation(revision="1-aaa")
+
+    h.manager.handle_activation(msg)
+    await until(lambda: bool(h.queues) and bool(h.queues[0].puts))
+
+    [queue] = h.queues
+    assert (queue.revision, queue.action.version, queue.started) == (
+        "3-ccc",
+        "0.0.3",
+        [False],
+    )
+    [put] = queue.puts
+    assert (put.activation_id, put.revision, put.action.version) == (
+        msg.activation_id,
+        "3-ccc",
+        "0.0.3",
+    )
+    assert h.manager.lookup(NS, FQN, "1-aaa") is None
+
+
+async def test_create_queue_for_a_replaced_revision_starts_the_stored_one(
+    h: Harness,
+) -> None:
+    h.store.add_action("3-ccc", version="0.0.3")
+
+    created = await h.create("1-aaa")
+
+    [queue] = h.queues
+    assert created is True
+    assert (queue.revision, queue.action.version) == ("3-ccc", "0.0.3")
+    assert h.manager.lookup(NS, FQN, "1-aaa") is None
+
+
+async def test_create_queue_next_to_a_draining_outdated_queue_starts_a_leader(
+    h: Harness,
+) -> None:
+    await h.create("1-aaa")
+    h.store.add_action("2-bbb")
+    h.manager.handle_activation(activation(revision="2-bbb"))
+    await until(lambda: len(h.queues) == 2 and bool(h.queues[1].puts))
+    old, new = h.queues
+    # The current queue idled out while the outdated one still drains.
+    h.manager.queue_removed(new, outdated=False)  # type: ignore[arg-type]
+
+    created = await h.create("1-aaa")
+
+    assert created is True
+    assert len(h.queues) == 3
+    assert h.queues[2].revision == "2-bbb"
+    assert h.manager.leader_count == 1
+    assert old.outdated == 1
+
+
+async def test_queue_that_fails_to_start_fails_the_activation(h: Harness) -> None:
+    h.watcher.put(LEADER_KEY, endpoints_json(OWN))
+    h.store.add_action("1-aaa")
+    h.factory.start_error = CoordinationUnavailable("etcd is not answering")
+
+    h.manager.handle_activation(activation())
+    await until(lambda: h.ack.completed)
+
+    assert h.ack.errors() == [QUEUE_START_TEXT]
+    assert h.manager.queue_count == 0
 
 
 async def test_recovery_of_a_deleted_action_fails_the_activation(h: Harness) -> None:
@@ -618,17 +730,44 @@ async def test_graceful_shutdown_unregisters_and_retires_every_queue(
     h: Harness,
 ) -> None:
     await h.create()
-    h.store.add_action("2-bbb")
 
     h.manager.graceful_shutdown()
     published = len(h.dms.updates)
-    h.manager.handle_activation(activation(revision="2-bbb"))
-    await until(lambda: len(h.queues) == 2)
     await asyncio.sleep(0.1)
 
     assert h.dms.unregistered == [KEYS.scheduler("0")]
-    assert [q.shutdowns for q in h.queues] == [1, 1]
+    assert [q.shutdowns for q in h.queues] == [1]
     assert len(h.dms.updates) == published
+
+
+async def test_shutting_down_scheduler_fails_what_would_need_a_new_queue(
+    h: Harness,
+) -> None:
+    await h.create("1-aaa")
+    h.store.add_action("2-bbb")
+    h.manager.graceful_shutdown()
+    older, newer = activation(revision="1-aaa"), activation(revision="2-bbb")
+
+    h.manager.handle_activation(older)
+    h.manager.handle_activation(newer)
+    await until(lambda: h.ack.completed)
+
+    assert h.queues[0].puts == [older]
+    assert [m.activation_id for m, _ in h.ack.completed] == [newer.activation_id]
+    assert h.ack.errors() == [SHUTTING_DOWN_TEXT]
+    assert len(h.queues) == 1
+
+
+async def test_shutting_down_scheduler_fails_what_it_would_have_to_look_up(
+    h: Harness,
+) -> None:
+    h.manager.graceful_shutdown()
+
+    h.manager.handle_activation(activation())
+    await until(lambda: h.ack.completed)
+
+    assert h.ack.errors() == [SHUTTING_DOWN_TEXT]
+    assert h.etcd.gets == 0
 
 
 async def test_drain_waits_until_the_pool_is_empty(h: Harness) -> None:

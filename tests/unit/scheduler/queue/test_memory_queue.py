@@ -164,14 +164,18 @@ class FakeCreator:
 
 
 class FakeParent:
-    """QueueManager: records removals and re-routed activations."""
+    """QueueManager: records removals, outdated queues and re-routed activations."""
 
     def __init__(self) -> None:
         self.removed: list[tuple[MemoryQueue, bool]] = []
+        self.outdated: list[MemoryQueue] = []
         self.forwarded: list[ActivationMessage] = []
 
     def queue_removed(self, queue: MemoryQueue, *, outdated: bool) -> None:
         self.removed.append((queue, outdated))
+
+    def queue_outdated(self, queue: MemoryQueue) -> None:
+        self.outdated.append(queue)
 
     def forward(self, msgs: list[ActivationMessage]) -> None:
         self.forwarded.extend(msgs)
@@ -912,6 +916,60 @@ async def test_graceful_shutdown_deletes_keys_first_and_drains_before_removal(
     assert h.parent.removed == [(queue, False)]
 
 
+async def test_graceful_shutdown_with_nothing_waiting_retires_at_once(
+    h: Harness,
+) -> None:
+    queue = await h.make({"scheduler.queue.graceful_shutdown_timeout_s": 30.0})
+    await h.etcd.put(existing_key("c1"), "")
+    await eventually(lambda: "c1" in queue.container_ids)
+    poll = asyncio.create_task(fetch(queue, "c1"))
+    await asyncio.sleep(0.01)
+
+    queue.graceful_shutdown()
+    answer = await asyncio.wait_for(poll, 0.1)
+
+    assert queue.state is QueueState.REMOVED
+    assert answer == NO_MEMORY_QUEUE
+    assert h.parent.removed == [(queue, False)]
+
+
+async def test_removing_queue_retires_as_soon_as_its_last_activation_is_taken(
+    h: Harness,
+) -> None:
+    queue = await h.make({"scheduler.queue.graceful_shutdown_timeout_s": 30.0})
+    await h.etcd.put(existing_key("c1"), "")
+    await eventually(lambda: "c1" in queue.container_ids)
+    msg = activation()
+    queue.put(msg)
+    queue.graceful_shutdown()
+    state_while_draining = queue.state
+
+    served = await fetch(queue, "c1")
+
+    assert state_while_draining is QueueState.REMOVING
+    assert served.message == msg
+    assert queue.state is QueueState.REMOVED
+
+
+async def test_removing_queue_routes_its_backlog_again_when_its_creation_fails(
+    h: Harness,
+) -> None:
+    queue = await h.make({"scheduler.queue.graceful_shutdown_timeout_s": 30.0})
+    await eventually(lambda: bool(h.creator.created))
+    msg = activation()
+    queue.put(msg)
+    queue.graceful_shutdown()
+
+    queue.creation_failed(
+        h.creator.created[0].creation_id,
+        ContainerCreationError.NO_AVAILABLE_INVOKERS,
+        "no available invoker is found",
+    )
+
+    assert queue.state is QueueState.REMOVED
+    assert h.parent.forwarded == [msg]
+
+
 async def test_removing_queue_without_containers_routes_its_backlog_again(
     h: Harness,
 ) -> None:
@@ -966,7 +1024,7 @@ async def test_removed_queue_routes_late_activations_and_answers_no_memory_queue
     assert result == NO_MEMORY_QUEUE
 
 
-async def test_outdated_queue_without_containers_hands_its_backlog_over(
+async def test_outdated_queue_without_containers_hands_its_backlog_over_at_once(
     h: Harness,
 ) -> None:
     queue = await h.make()
@@ -975,10 +1033,9 @@ async def test_outdated_queue_without_containers_hands_its_backlog_over(
         queue.put(msg)
 
     queue.stop_as_outdated()
-    state_after = queue.state
-    await eventually(lambda: queue.state is QueueState.REMOVED)
 
-    assert state_after is QueueState.REMOVING
+    assert queue.state is QueueState.REMOVED
+    assert h.parent.outdated == [queue]
     assert h.parent.removed == [(queue, True)]
     assert h.parent.forwarded == backlog
     assert h.creator.deleted == [(NS, ACTION, REV)]
@@ -987,20 +1044,110 @@ async def test_outdated_queue_without_containers_hands_its_backlog_over(
     assert await h.value(NS_THROTTLE_KEY) == "false"
 
 
-async def test_outdated_queue_keeps_serving_its_old_containers(h: Harness) -> None:
-    queue = await h.make()
+async def test_outdated_queue_stays_in_the_pool_until_its_containers_took_the_backlog(
+    h: Harness,
+) -> None:
+    queue = await h.make({"scheduler.queue.graceful_shutdown_timeout_s": 30.0})
     await h.etcd.put(existing_key("c1"), "")
     await eventually(lambda: "c1" in queue.container_ids)
     msg = activation()
     queue.put(msg)
 
     queue.stop_as_outdated()
+    removed_while_draining = list(h.parent.removed)
     served = await fetch(queue, "c1")
-    await eventually(lambda: queue.state is QueueState.REMOVED)
 
+    assert removed_while_draining == []
+    assert h.parent.outdated == [queue]
     assert served.message == msg
+    assert queue.state is QueueState.REMOVED
+    assert h.parent.removed == [(queue, True)]
     assert h.parent.forwarded == []
     assert h.creator.deleted == [(NS, ACTION, REV)]
+
+
+async def test_outdated_queue_hands_stale_activations_over_and_never_provisions(
+    h: Harness,
+) -> None:
+    queue = await h.make({"scheduler.queue.graceful_shutdown_timeout_s": 30.0})
+    await h.etcd.put(existing_key("c1"), "")
+    await eventually(lambda: "c1" in queue.container_ids)
+    msg = activation()
+    queue.put(msg)
+    created = len(h.creator.created)
+
+    queue.stop_as_outdated()
+    await asyncio.sleep(0.05)
+    kept = queue.waiting_count()
+    h.clock.advance(1.0)
+    await eventually(lambda: h.parent.forwarded == [msg])
+    await eventually(lambda: queue.state is QueueState.REMOVED)
+
+    assert kept == 1
+    assert len(h.creator.created) == created
+    assert h.parent.removed == [(queue, True)]
+
+
+async def test_outdated_queue_hands_its_backlog_over_when_its_last_container_goes(
+    h: Harness,
+) -> None:
+    queue = await h.make({"scheduler.queue.graceful_shutdown_timeout_s": 30.0})
+    await h.etcd.put(existing_key("c1"), "")
+    await eventually(lambda: "c1" in queue.container_ids)
+    msg = activation()
+    queue.put(msg)
+    queue.stop_as_outdated()
+
+    await h.etcd.delete(existing_key("c1"))
+    await eventually(lambda: queue.state is QueueState.REMOVED)
+
+    assert h.parent.forwarded == [msg]
+    assert h.store.records == {}
+
+
+async def test_outdated_flushing_queue_hands_its_backlog_over_instead_of_failing_it(
+    h: Harness,
+) -> None:
+    queue = await h.make()
+    await eventually(lambda: bool(h.creator.created))
+    msg = activation()
+    queue.put(msg)
+    queue.creation_failed(
+        h.creator.created[0].creation_id,
+        ContainerCreationError.NO_AVAILABLE_INVOKERS,
+        "no available invoker is found",
+    )
+
+    queue.stop_as_outdated()
+    await asyncio.sleep(0.05)
+
+    assert queue.state is QueueState.REMOVED
+    assert h.parent.forwarded == [msg]
+    assert h.store.records == {}
+    assert h.parent.removed == [(queue, True)]
+
+
+async def test_outdated_queue_ignores_a_failed_creation_and_keeps_its_backlog_moving(
+    h: Harness,
+) -> None:
+    queue = await h.make({"scheduler.queue.graceful_shutdown_timeout_s": 30.0})
+    await eventually(lambda: bool(h.creator.created))
+    await h.etcd.put(existing_key("c1"), "")
+    await eventually(lambda: "c1" in queue.container_ids)
+    msg = activation()
+    queue.put(msg)
+    queue.stop_as_outdated()
+
+    queue.creation_failed(
+        h.creator.created[0].creation_id,
+        ContainerCreationError.DB_FETCH_ERROR,
+        "Action version is not compatible and cannot be invoked.",
+    )
+    served = await fetch(queue, "c1")
+
+    assert served.message == msg
+    assert h.store.records == {}
+    assert queue.state is QueueState.REMOVED
 
 
 async def test_queue_stops_as_outdated_when_its_namespace_is_gone(h: Harness) -> None:

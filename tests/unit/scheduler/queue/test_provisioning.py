@@ -3,6 +3,8 @@ creations: counted as in progress before they leave, forgotten if they cannot.""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
@@ -69,7 +71,10 @@ class FixedDurationChecker:
 
 
 def provisioner(
-    *, fail: bool = False, checker: FixedDurationChecker | None = None
+    *,
+    fail: bool = False,
+    checker: FixedDurationChecker | None = None,
+    clock: Callable[[], float] = lambda: 1000.0,
 ) -> tuple[Provisioner, StubTracker, RecordingCreator]:
     tracker = StubTracker()
     creator = RecordingCreator(tracker, fail=fail)
@@ -89,7 +94,7 @@ def provisioner(
         duration_checker=checker or FixedDurationChecker(None, 0),
         backlog=Backlog(),
         tracked=cast(ContainerTracker, tracker),
-        clock=lambda: 1000.0,
+        clock=clock,
     )
     return p, tracker, creator
 
@@ -116,6 +121,23 @@ def test_creations_that_could_not_be_handed_over_are_forgotten() -> None:
     p.create(3, initial=False)
 
     assert tracker.creations == set()
+
+
+def test_repeated_creations_log_one_info_line_then_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [1000.0]
+    p, _, _ = provisioner(clock=lambda: now[0])
+    caplog.set_level(logging.DEBUG, logger="wisp.scheduler.queue.provisioning")
+
+    for _ in range(3):
+        p.create(12, initial=False)
+        now[0] += 0.1
+    now[0] += 5.0
+    p.create(1, initial=False)
+
+    levels = [r.levelno for r in caplog.records if "creating" in r.getMessage()]
+    assert levels == [logging.INFO, logging.DEBUG, logging.DEBUG, logging.INFO]
 
 
 def test_snapshot_reports_initialized_only_after_the_initial_creation() -> None:
