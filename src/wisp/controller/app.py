@@ -13,6 +13,7 @@ from wisp.core.ids import TransactionId
 from wisp.observability.logging import log_context
 
 from . import validation
+from .bodies import json_response
 from .context import CONTEXT, ControllerContext, set_transaction
 from .routes import actions, activations, admin, namespaces
 
@@ -23,12 +24,12 @@ INTERNAL_ERROR = "The server encountered an internal error; try again later."
 _HTTP_TEXT = {
     404: validation.NOT_FOUND,
     405: "The requested method is not allowed for this resource.",
-    413: "The request content is larger than the server accepts.",
+    413: "The request content is too large.",
 }
 
 
 def error_response(status: int, message: str, transid: TransactionId) -> web.Response:
-    return web.json_response({"error": message, "code": transid.id}, status=status)
+    return json_response({"error": message, "code": transid.id}, status=status)
 
 
 @web.middleware

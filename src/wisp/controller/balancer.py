@@ -24,6 +24,7 @@ from wisp.core.errors import (
     CoordinationError,
     MessagingError,
     ServiceUnavailable,
+    StoreError,
 )
 from wisp.core.ids import ControllerInstanceId, TransactionId
 from wisp.core.messages import (
@@ -41,11 +42,15 @@ from wisp.infra.etcd.watcher import WatcherService
 from wisp.infra.messaging.broker import MessageProducer
 from wisp.infra.messaging.topics import scheduler_topic
 from wisp.infra.rpc import activation_pb2, activation_pb2_grpc
+from wisp.infra.store.activations import JournalEntry
+
+from .journal import ActivationJournal
 
 log = logging.getLogger(__name__)
 
 NO_SCHEDULER = "No scheduler endpoint available"
 SEND_FAILED = "The activation could not be handed to a scheduler"
+JOURNAL_FAILED = "The activation could not be recorded; try again later"
 
 #: OpenWhisk's standard action timeout: the floor of the forced-completion timer
 _STD_TIMEOUT_S = 60.0
@@ -257,6 +262,8 @@ class ActivationEntry:
     memory_mb: int
     blocking: bool
     transid: TransactionId
+    #: what the journal holds for it (None: the balancer runs without a journal)
+    journal: JournalEntry | None = field(default=None, repr=False)
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
@@ -271,6 +278,7 @@ class FPCPoolBalancer:
         controller_id: ControllerInstanceId,
         keys: EtcdKeys | None = None,
         queue_client: QueueClient | None = None,
+        journal: ActivationJournal | None = None,
     ) -> None:
         self._config = config.controller
         self._etcd_timeout_s = config.etcd.request_timeout_s
@@ -280,6 +288,7 @@ class FPCPoolBalancer:
         self._controller_id = controller_id
         self._keys = keys or EtcdKeys(config.etcd.cluster_name)
         self._queue_client: QueueClient = queue_client or GrpcQueueClient()
+        self._journal = journal
         self._watch_name = f"controller{controller_id.as_string}-balancer"
 
         self._schedulers: KeyMirror[SchedulerStates] = KeyMirror(parse_scheduler)
@@ -470,15 +479,18 @@ class FPCPoolBalancer:
         """Send `msg` to the scheduler that leads (or will lead) the action's queue.
 
         Returns the future a blocking caller awaits (None when not blocking). Raises
-        ServiceUnavailable when no scheduler is known or the send fails; in that case
-        nothing of the activation stays registered.
+        ServiceUnavailable when no scheduler is known, the journal refuses the entry or
+        the send fails; in that case nothing of the activation stays registered.
         """
         if not self._schedulers.values:
             raise ServiceUnavailable(NO_SCHEDULER)
         scheduler = await self._scheduler_for(action, msg)
 
+        # journal before sending: whatever happens next, the activation gets a record
+        journal_entry = await self._journal_activation(action, msg)
+
         # register before sending: an ack can arrive before send() returns
-        future = self._setup_activation(action, msg)
+        future = self._setup_activation(action, msg, journal_entry)
         topic = scheduler_topic(scheduler.sid.as_string)
         try:
             await asyncio.wait_for(
@@ -490,6 +502,27 @@ class FPCPoolBalancer:
             raise ServiceUnavailable(SEND_FAILED) from exc
         log.debug("Activation %s sent to %s", msg.activation_id, topic)
         return future
+
+    async def _journal_activation(
+        self, action: WhiskAction, msg: ActivationMessage
+    ) -> JournalEntry | None:
+        if self._journal is None:
+            return None
+        entry = JournalEntry(
+            activation_id=msg.activation_id,
+            namespace=msg.invocation_namespace,
+            path=action.fqn.unversioned(),
+            version=action.version,
+            subject=msg.user.subject,
+            controller_id=self._controller_id.as_string,
+            start_ms=msg.transid.start_ms,
+        )
+        try:
+            await self._journal.add(entry)
+        except StoreError as exc:
+            log.error("Journaling %s failed: %s", msg.activation_id, exc)
+            raise ServiceUnavailable(JOURNAL_FAILED) from exc
+        return entry
 
     async def _scheduler_for(
         self, action: WhiskAction, msg: ActivationMessage
@@ -627,7 +660,10 @@ class FPCPoolBalancer:
     # --- in-flight entries ------------------------------------------------------------
 
     def _setup_activation(
-        self, action: WhiskAction, msg: ActivationMessage
+        self,
+        action: WhiskAction,
+        msg: ActivationMessage,
+        journal_entry: JournalEntry | None = None,
     ) -> asyncio.Future[ActivationResult] | None:
         loop = asyncio.get_running_loop()
         delay_s = forced_completion_after_s(
@@ -645,6 +681,7 @@ class FPCPoolBalancer:
             memory_mb=action.limits.memory_mb,
             blocking=msg.blocking,
             transid=msg.transid,
+            journal=journal_entry,
         )
         entry.timer = loop.call_later(
             delay_s, self.process_completion, msg.activation_id, True, False
@@ -675,8 +712,15 @@ class FPCPoolBalancer:
         return entry
 
     def _abandon(self, activation_id: str) -> None:
-        """Undo `_setup_activation` for an activation that never left."""
-        self._release(activation_id)
+        """Undo `_setup_activation` for an activation that never left (the caller
+        gets an error, so it needs no record)."""
+        entry = self._release(activation_id)
+        if (
+            self._journal is not None
+            and entry is not None
+            and entry.journal is not None
+        ):
+            self._journal.remove(activation_id)
         future = self._promises.pop(activation_id, None)
         if future is not None and not future.done():
             future.cancel()
@@ -724,6 +768,13 @@ class FPCPoolBalancer:
             )
         elif is_system_error:
             log.warning("Activation %s ended with a system error", activation_id)
+        if self._journal is not None and entry.journal is not None:
+            if forced:
+                # DIVERGENCE(openwhisk): a forced completion leaves no record there;
+                # here the activation gets a failed one unless its record exists.
+                self._journal.timed_out(entry.journal)
+            else:
+                self._journal.remove(activation_id)
         # DIVERGENCE(openwhisk): the original keeps the promise when a completion comes
         # without a result; here every path removes it. The waiter gets the id and
         # reads the activation store (the record is stored before the ack is sent).

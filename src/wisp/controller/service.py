@@ -1,5 +1,5 @@
 """Controller: the composition root of the controller role (REST API, balancer, ack
-feed), started and stopped as one service."""
+feed, activation journal), started and stopped as one service."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from wisp.infra.etcd.client import EtcdClient
 from wisp.infra.etcd.keys import EtcdKeys
 from wisp.infra.etcd.watcher import WatcherService
 from wisp.infra.messaging.broker import MessageProducer, MessagingProvider
-from wisp.infra.store.activations import ActivationStore
+from wisp.infra.store.activations import ActivationJournalStore
 from wisp.infra.store.entities import EntityStore
 
 from .app import create_app
@@ -22,6 +22,7 @@ from .balancer import FPCPoolBalancer, QueueClient
 from .completions import CompletionConsumer
 from .context import ControllerContext
 from .entitlement import FPCEntitlementProvider
+from .journal import ActivationJournal, recover_lost_activations
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class Controller:
         etcd: EtcdClient,
         messaging: MessagingProvider,
         entity_store: EntityStore,
-        activation_store: ActivationStore,
+        activation_store: ActivationJournalStore,
         queue_client: QueueClient | None = None,
     ) -> None:
         self._config = config
@@ -52,6 +53,7 @@ class Controller:
         self._queue_client = queue_client
         self._balancer: FPCPoolBalancer | None = None
         self._completions: CompletionConsumer | None = None
+        self._journal: ActivationJournal | None = None
         self._runner: web.AppRunner | None = None
         self._port = 0
 
@@ -77,6 +79,11 @@ class Controller:
             await self._entity_store.put_identity(GUEST_IDENTITY)
             log.info("Created the guest namespace")
 
+        # activations an earlier run accepted but never finished get their records
+        await recover_lost_activations(self._activation_store, self._instance.as_string)
+        self._journal = ActivationJournal(self._activation_store)
+        await self._journal.start()
+
         # etcd watches, then the balancer that mirrors schedulers and throttles
         await self._watcher.start()
         self._producer = self._messaging.producer()
@@ -88,6 +95,7 @@ class Controller:
             controller_id=self._instance,
             keys=self._keys,
             queue_client=self._queue_client,
+            journal=self._journal,
         )
         await self._balancer.start()
 
@@ -108,8 +116,13 @@ class Controller:
             entitlement=FPCEntitlementProvider(config.limits, balancer.check_throttle),
             balancer=balancer,
         )
+        # bodies stay encoded: read_body decodes them within the size limit and
+        # answers a bad Content-Encoding with a JSON error
         self._runner = web.AppRunner(
-            create_app(ctx), shutdown_timeout=_HTTP_SHUTDOWN_S, access_log=None
+            create_app(ctx),
+            shutdown_timeout=_HTTP_SHUTDOWN_S,
+            access_log=None,
+            auto_decompress=False,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, config.controller.host, config.controller.port)
@@ -133,6 +146,10 @@ class Controller:
             self._completions = None
         if self._balancer is not None:
             await self._balancer.stop()
+        # completed activations leave the journal; those in flight stay for recovery
+        if self._journal is not None:
+            await self._journal.stop()
+            self._journal = None
         # close clients
         await self._watcher.stop()
         if self._producer is not None:

@@ -6,13 +6,10 @@ middleware in `app.py` turns it into OpenWhisk's JSON error answer.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
-
-from aiohttp import web
 
 from wisp.core.entity import (
     ActionLimits,
@@ -20,7 +17,9 @@ from wisp.core.entity import (
     WhiskAction,
     key_value_list,
 )
-from wisp.core.errors import BadRequestError, PayloadTooLargeError
+from wisp.core.errors import BadRequestError
+
+from .bodies import MALFORMED, parse_json
 
 #: OpenWhisk's entity name rule: word characters, then also `@ . -` and spaces inside
 _ENTITY_NAME = re.compile(r"\A(?:\w|\w[\w@ .-]*[\w@.-])\Z")
@@ -33,7 +32,6 @@ LIST_LIMIT_DEFAULT = 30
 LIST_LIMIT_MAX = 200
 
 NOT_FOUND = "The requested resource does not exist."
-MALFORMED = "The request content was malformed"
 FINAL_PARAMETERS = (
     "Request defines parameters that are not allowed (e.g., reserved properties or "
     "attempts to overwrite immutable parameters)."
@@ -64,15 +62,23 @@ def activation_id(text: str) -> str:
 # --- query parameters ------------------------------------------------------------------
 
 
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+
 def query_bool(query: Mapping[str, str], name: str, default: bool = False) -> bool:
+    """An absent flag is `default`; the words OpenWhisk (Akka) accepts set it."""
     raw = query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     text = raw.lower()
-    if text in ("true", "1", "yes"):
+    if text in _TRUE:
         return True
-    if text in ("false", "0", "no"):
+    if text in _FALSE:
         return False
+    # DIVERGENCE(openwhisk): an empty value (`?blocking=` or `?blocking`) falls back
+    # to the default there, so a caller who asked to block silently gets a 202; here
+    # it is refused like any other value that is not a boolean.
     raise BadRequestError(
         f"The query parameter '{name}' must be true or false.", field=name
     )
@@ -113,25 +119,6 @@ def blocking_timeout_s(query: Mapping[str, str], max_wait_s: float) -> float:
 
 
 # --- bodies ----------------------------------------------------------------------------
-
-
-async def read_body(request: web.Request, limit_bytes: int) -> bytes:
-    """The raw body, refused with 413 above `limit_bytes` (checked before reading when
-    the client announced the length)."""
-    announced = request.content_length
-    if announced is not None and announced > limit_bytes:
-        raise PayloadTooLargeError(announced, limit_bytes)
-    body = await request.read()
-    if len(body) > limit_bytes:
-        raise PayloadTooLargeError(len(body), limit_bytes)
-    return body
-
-
-def parse_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequestError(f"{MALFORMED}: {exc}", field="body") from None
 
 
 def invoke_payload(body: bytes) -> dict[str, Any]:

@@ -100,7 +100,8 @@ def record_for(msg: ActivationMessage, response: ActivationResponse) -> WhiskAct
 
 
 def default_behaviour(msg: ActivationMessage) -> ActivationResponse | None:
-    """By parameter `mode`: ok (echo), fail (application error), whisk, slow (never)."""
+    """By parameter `mode`: ok (echo), fail (application error), whisk, nan (a result
+    with non-finite numbers), slow (never)."""
     content = msg.content if isinstance(msg.content, dict) else {}
     mode = content.get("mode", "ok")
     if mode == "slow":
@@ -109,6 +110,8 @@ def default_behaviour(msg: ActivationMessage) -> ActivationResponse | None:
         return ActivationResponse.application_error("it failed")
     if mode == "whisk":
         return ActivationResponse.whisk_error("the platform failed")
+    if mode == "nan":
+        return ActivationResponse.ok({"nan": float("nan"), "inf": [float("inf"), 1.5]})
     return ActivationResponse.ok({"echo": content})
 
 

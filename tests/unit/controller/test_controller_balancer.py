@@ -20,9 +20,10 @@ from wisp.controller.balancer import (
     parse_bool_flag,
     throttle_flag,
 )
+from wisp.controller.journal import TIMED_OUT_TEXT, ActivationJournal
 from wisp.core.activation import ActivationMessage, ActivationResponse
 from wisp.core.entity import Exec, Identity, WhiskAction
-from wisp.core.errors import MessagingError, ServiceUnavailable
+from wisp.core.errors import MessagingError, ServiceUnavailable, StoreError
 from wisp.core.ids import (
     ControllerInstanceId,
     SchedulerInstanceId,
@@ -34,6 +35,8 @@ from wisp.infra.etcd.keys import EtcdKeys
 from wisp.infra.etcd.memory import MemoryEtcd
 from wisp.infra.etcd.watcher import WatcherService
 from wisp.infra.messaging.memory import MemoryBroker
+from wisp.infra.store.activations import JournalEntry
+from wisp.infra.store.memory import MemoryStore
 
 from .conftest import (
     INSTANCE,
@@ -89,7 +92,9 @@ async def make_balancer(
     started: list[tuple[FPCPoolBalancer, WatcherService]] = []
 
     async def make(
-        config: WispConfig | None = None, producer: Any = None
+        config: WispConfig | None = None,
+        producer: Any = None,
+        journal: ActivationJournal | None = None,
     ) -> FPCPoolBalancer:
         watcher = WatcherService(etcd)
         await watcher.start()
@@ -99,6 +104,7 @@ async def make_balancer(
             watcher=watcher,
             producer=producer or broker.producer(),
             controller_id=ControllerInstanceId("0"),
+            journal=journal,
         )
         await balancer.start()
         started.append((balancer, watcher))
@@ -552,3 +558,135 @@ async def test_scheduler_leaving_drops_its_channel(
         await watcher.stop()
 
     assert client.closed
+
+
+# --- activation journal -------------------------------------------------------------------
+
+
+@pytest.fixture
+async def journal(store: MemoryStore) -> AsyncIterator[ActivationJournal]:
+    running = ActivationJournal(store, remove_interval_s=0.01)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+class _RefusingStore(MemoryStore):
+    async def journal_add(self, entries: Any) -> None:
+        raise StoreError("disk full")
+
+
+async def test_publish_journals_the_activation_before_it_is_sent(
+    make_balancer: BalancerFactory,
+    etcd: MemoryEtcd,
+    broker: MemoryBroker,
+    store: MemoryStore,
+    queue_service: FakeQueueService,
+    journal: ActivationJournal,
+) -> None:
+    await register_scheduler(etcd, "0", queue_service.endpoints())
+    balancer = await make_balancer(journal=journal)
+    msg = message()
+
+    await balancer.publish(ACTION, msg)
+
+    [entry] = await store.journal_entries("0")
+    assert broker.depth("scheduler0") == 1
+    assert entry == JournalEntry(
+        activation_id=msg.activation_id,
+        namespace="guest",
+        path="guest/hello",
+        version="0.0.1",
+        subject="guest",
+        controller_id="0",
+        start_ms=msg.transid.start_ms,
+    )
+
+
+async def test_completion_ack_removes_the_journal_entry(
+    make_balancer: BalancerFactory,
+    etcd: MemoryEtcd,
+    store: MemoryStore,
+    queue_service: FakeQueueService,
+    journal: ActivationJournal,
+) -> None:
+    await register_scheduler(etcd, "0", queue_service.endpoints())
+    balancer = await make_balancer(journal=journal)
+    msg = message()
+    await balancer.publish(ACTION, msg)
+
+    balancer.process_ack(
+        CompletionAck.completion(msg.transid, msg.activation_id, False, INSTANCE)
+    )
+
+    for _ in range(200):
+        if not await store.journal_entries("0"):
+            break
+        await asyncio.sleep(0.01)
+    assert await store.journal_entries("0") == []
+    assert await store.get_activation("guest", msg.activation_id) is None
+
+
+async def test_failed_send_removes_the_journal_entry(
+    make_balancer: BalancerFactory,
+    etcd: MemoryEtcd,
+    store: MemoryStore,
+    queue_service: FakeQueueService,
+    journal: ActivationJournal,
+) -> None:
+    await register_scheduler(etcd, "0", queue_service.endpoints())
+    balancer = await make_balancer(producer=_BrokenProducer(), journal=journal)
+
+    with pytest.raises(ServiceUnavailable):
+        await balancer.publish(ACTION, message())
+    await journal.stop()
+
+    assert await store.journal_entries("0") == []
+
+
+async def test_refused_journal_entry_refuses_the_activation(
+    make_balancer: BalancerFactory,
+    etcd: MemoryEtcd,
+    broker: MemoryBroker,
+    queue_service: FakeQueueService,
+) -> None:
+    await register_scheduler(etcd, "0", queue_service.endpoints())
+    journal = ActivationJournal(_RefusingStore())
+    await journal.start()
+    balancer = await make_balancer(journal=journal)
+
+    try:
+        with pytest.raises(ServiceUnavailable, match="could not be recorded"):
+            await balancer.publish(ACTION, message(blocking=True))
+    finally:
+        await journal.stop()
+
+    assert balancer.total_active_activations == 0
+    assert broker.depth("scheduler0") == 0
+
+
+async def test_forced_completion_records_the_activation_as_lost(
+    make_balancer: BalancerFactory,
+    etcd: MemoryEtcd,
+    store: MemoryStore,
+    queue_service: FakeQueueService,
+    journal: ActivationJournal,
+) -> None:
+    await register_scheduler(etcd, "0", queue_service.endpoints())
+    config = controller_config(
+        **{"controller.timeout_factor": 0.0005, "controller.timeout_addon_s": 0.0}
+    )
+    balancer = await make_balancer(config, journal=journal)
+    msg = message()
+
+    await balancer.publish(ACTION, msg)
+
+    for _ in range(200):
+        record = await store.get_activation("guest", msg.activation_id)
+        if record is not None and not await store.journal_entries("0"):
+            break
+        await asyncio.sleep(0.01)
+    assert record is not None
+    assert record.response.result == {"error": TIMED_OUT_TEXT}
+    assert int(record.response.status) == 3
+    assert await store.journal_entries("0") == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from wisp.config.model import WispConfig
 from wisp.controller.auth import GUEST_IDENTITY
+from wisp.controller.journal import LOST_TEXT
 from wisp.controller.service import Controller
 from wisp.infra.etcd.memory import MemoryEtcd
 from wisp.infra.messaging.memory import MemoryBroker
@@ -80,14 +82,20 @@ async def api_factory(
         sessions.append(session)
 
         async def api(
-            method: str, path: str, *, auth: Any = GUEST_AUTH, **kwargs: Any
+            method: str,
+            path: str,
+            *,
+            auth: Any = GUEST_AUTH,
+            headers: dict[str, str] | None = None,
+            **kwargs: Any,
         ) -> tuple[int, Any, dict[str, str]]:
-            headers = {"Authorization": auth} if auth else {}
+            sent = {"Authorization": auth} if auth else {}
+            sent.update(headers or {})
             async with session.request(
-                method, path, headers=headers, **kwargs
+                method, path, headers=sent, **kwargs
             ) as response:
                 text = await response.text()
-                body = json.loads(text) if text else None
+                body = strict_json(text) if text else None
                 return response.status, body, dict(response.headers)
 
         return api
@@ -122,6 +130,15 @@ async def stored_activation(api: Api, activation_id: str) -> dict[str, Any]:
             return body
         await asyncio.sleep(0.02)
     raise AssertionError(f"activation {activation_id} was never stored")
+
+
+def _not_json(name: str) -> Any:
+    raise AssertionError(f"the response has {name}, which is not JSON")
+
+
+def strict_json(text: str) -> Any:
+    """Parse an answer as standard JSON: NaN and Infinity fail the test."""
+    return json.loads(text, parse_constant=_not_json)
 
 
 def assert_error(body: Any, text: str) -> None:
@@ -389,11 +406,174 @@ async def test_invoke_body_over_the_payload_limit_is_too_large(
 ) -> None:
     api = await api_factory(**{"limits.max_payload_bytes": 64})
     await create_hello(api)
+    data = json.dumps({"x": "y" * 100}).encode()
 
-    status, body, _ = await api("POST", f"{ACTIONS}/hello", json={"x": "y" * 100})
+    status, body, _ = await api("POST", f"{ACTIONS}/hello", data=data)
 
     assert status == 413
-    assert "64" in body["error"]
+    assert_error(
+        body,
+        f"The request content is too large: {len(data)} bytes exceed the limit of "
+        "64 bytes.",
+    )
+
+
+async def test_gzip_body_that_inflates_over_the_limit_is_too_large(
+    api_factory: Callable[..., Awaitable[Api]], scheduler: FakeScheduler
+) -> None:
+    api = await api_factory(**{"limits.max_payload_bytes": 1024})
+    await create_hello(api)
+    bomb = gzip.compress(json.dumps({"x": "y" * 100_000}).encode())
+
+    status, body, _ = await api(
+        "POST", f"{ACTIONS}/hello", data=bomb, headers={"Content-Encoding": "gzip"}
+    )
+
+    assert len(bomb) < 1024
+    assert status == 413
+    assert_error(
+        body,
+        "The request content is too large: it exceeds the limit of 1024 bytes.",
+    )
+
+
+# --- request JSON -----------------------------------------------------------------------
+
+NOT_JSON_BODIES = [
+    pytest.param(b'{"x": NaN}', "NaN is not a JSON value", id="nan"),
+    pytest.param(b'{"x": [1, {"y": Infinity}]}', "Infinity", id="infinity"),
+    pytest.param(b'{"x": -Infinity}', "-Infinity", id="minus-infinity"),
+    pytest.param(b'{"x": 1e400}', "the number 1e400 is out of range", id="overflow"),
+    pytest.param(b'{"x": -2.5E+999}', "out of range", id="negative-overflow"),
+    pytest.param(b'{"x": ' + b"9" * 5000 + b"}", "digits", id="huge-integer"),
+    pytest.param(b'{"x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
+    pytest.param(b'{"x": ' + b"[" * 129 + b"]" * 129 + b"}", "nested too deeply"),
+]
+
+
+@pytest.mark.parametrize(("data", "needle"), NOT_JSON_BODIES)
+async def test_invoke_body_that_is_not_standard_json_is_a_bad_request(
+    api: Api, scheduler: FakeScheduler, data: bytes, needle: str
+) -> None:
+    await create_hello(api)
+
+    status, body, _ = await api("POST", f"{ACTIONS}/hello?blocking=true", data=data)
+
+    assert status == 400
+    assert needle in body["error"]
+    assert body["error"].startswith("The request content was malformed")
+    assert scheduler.received == []
+
+
+@pytest.mark.parametrize(("data", "needle"), NOT_JSON_BODIES)
+async def test_action_document_that_is_not_standard_json_is_never_stored(
+    api: Api, data: bytes, needle: str
+) -> None:
+    document = (
+        b'{"exec": {"kind": "python:3", "code": "x"}, '
+        b'"parameters": [{"key": "p", "value": ' + data + b"}]}"
+    )
+
+    status, body, _ = await api("PUT", f"{ACTIONS}/hello", data=document)
+    get_status, _, _ = await api("GET", f"{ACTIONS}/hello")
+
+    assert status == 400
+    assert needle in body["error"]
+    assert get_status == 404
+
+
+async def test_nesting_up_to_the_limit_is_accepted(api: Api) -> None:
+    await create_hello(api)
+    deep = "[" * 127 + "]" * 127
+
+    status, record, _ = await api(
+        "POST", f"{ACTIONS}/hello?blocking=true", data=f'{{"x": {deep}}}'
+    )
+
+    assert status == 200
+    assert record["response"]["result"]["echo"]["x"] == json.loads(deep)
+
+
+async def test_gzip_encoded_body_is_decoded(api: Api) -> None:
+    await create_hello(api)
+
+    status, result, _ = await api(
+        "POST",
+        f"{ACTIONS}/hello?blocking=true&result=true",
+        data=gzip.compress(b'{"n": 7}'),
+        headers={"Content-Encoding": "gzip"},
+    )
+
+    assert status == 200
+    assert result == {"echo": {"greeting": "hello", "n": 7}}
+
+
+@pytest.mark.parametrize(
+    ("encoding", "data", "expected", "needle"),
+    [
+        ("gzip", b'{"n": 7}', 400, "not valid gzip data"),
+        ("gzip", gzip.compress(b'{"n": 7}')[:-6], 400, "truncated"),
+        ("deflate", b"\x00garbage", 400, "not valid deflate data"),
+        ("br", b'{"n": 7}', 415, "The content encoding 'br' is not supported"),
+    ],
+)
+async def test_body_that_does_not_match_its_content_encoding_is_refused(
+    api: Api, encoding: str, data: bytes, expected: int, needle: str
+) -> None:
+    await create_hello(api)
+
+    status, body, _ = await api(
+        "POST",
+        f"{ACTIONS}/hello?blocking=true",
+        data=data,
+        headers={"Content-Encoding": encoding},
+    )
+    after, _, _ = await api("GET", f"{ACTIONS}/hello")
+
+    assert status == expected
+    assert needle in body["error"]
+    assert set(body) == {"error", "code"}
+    assert after == 200
+
+
+async def test_non_finite_number_in_a_result_is_answered_as_null(api: Api) -> None:
+    await create_hello(api)
+
+    status, record, _ = await api(
+        "POST", f"{ACTIONS}/hello?blocking=true", json={"mode": "nan"}
+    )
+    _, fetched, _ = await api("GET", f"{ACTIVATIONS}/{record['activationId']}")
+
+    assert status == 200
+    assert record["response"]["result"] == {"nan": None, "inf": [None, 1.5]}
+    assert fetched["response"]["result"] == {"nan": None, "inf": [None, 1.5]}
+
+
+# DIVERGENCE(openwhisk): OpenWhisk takes an empty flag as its default (`?blocking=`
+# is a non-blocking invoke); Wisp refuses it, as any other value that is not a boolean.
+@pytest.mark.parametrize("query", ["blocking=", "blocking", "result=", "blocking=2"])
+async def test_empty_or_unknown_boolean_flag_is_a_bad_request(
+    api: Api, scheduler: FakeScheduler, query: str
+) -> None:
+    await create_hello(api)
+
+    status, body, _ = await api("POST", f"{ACTIONS}/hello?{query}")
+
+    assert status == 400
+    assert "must be true or false" in body["error"]
+    assert scheduler.received == []
+
+
+@pytest.mark.parametrize("value", ["true", "TRUE", "yes", "on", "1"])
+async def test_boolean_flag_accepts_the_words_openwhisk_accepts(
+    api: Api, value: str
+) -> None:
+    await create_hello(api)
+
+    status, record, _ = await api("POST", f"{ACTIONS}/hello?blocking={value}")
+
+    assert status == 200
+    assert record["response"]["success"] is True
 
 
 async def test_invoke_with_bad_timeout_is_a_bad_request(api: Api) -> None:
@@ -549,3 +729,59 @@ async def test_actions_and_activations_survive_a_restart_on_sqlite(
 
     assert (action_status, action) == (200, created)
     assert activation_status == 200
+
+
+# --- activation journal ------------------------------------------------------------------
+
+
+async def test_activation_in_flight_at_a_restart_ends_with_a_lost_record(
+    etcd: MemoryEtcd, broker: MemoryBroker, store: MemoryStore, scheduler: FakeScheduler
+) -> None:
+    controller = await _start_controller(etcd, broker, store, controller_config())
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{controller.port}") as session:
+        headers = {"Authorization": GUEST_AUTH}
+        async with session.put(f"{ACTIONS}/hello", json=HELLO, headers=headers) as r:
+            assert r.status == 200
+        async with session.post(
+            f"{ACTIONS}/hello", json={"mode": "slow"}, headers=headers
+        ) as r:
+            accepted = await r.json()
+    journaled = await store.journal_entries("0")
+    await controller.stop()
+
+    restarted = await _start_controller(etcd, broker, store, controller_config())
+    try:
+        record = await store.get_activation("guest", accepted["activationId"])
+        left = await store.journal_entries("0")
+    finally:
+        await restarted.stop()
+
+    assert [e.activation_id for e in journaled] == [accepted["activationId"]]
+    assert record is not None
+    assert record.response.result == {"error": LOST_TEXT}
+    assert record.annotations["path"] == "guest/hello"
+    assert left == []
+
+
+async def test_completed_activations_leave_the_journal(
+    etcd: MemoryEtcd, broker: MemoryBroker, store: MemoryStore, scheduler: FakeScheduler
+) -> None:
+    controller = await _start_controller(etcd, broker, store, controller_config())
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{controller.port}") as session:
+        headers = {"Authorization": GUEST_AUTH}
+        async with session.put(f"{ACTIONS}/hello", json=HELLO, headers=headers) as r:
+            assert r.status == 200
+        for n in range(3):
+            async with session.post(
+                f"{ACTIONS}/hello?blocking=true", json={"n": n}, headers=headers
+            ) as r:
+                assert r.status == 200
+        async with session.post(
+            f"{ACTIONS}/hello", json={"mode": "slow"}, headers=headers
+        ) as r:
+            accepted = await r.json()
+
+    await controller.stop()
+
+    left = await store.journal_entries("0")
+    assert [e.activation_id for e in left] == [accepted["activationId"]]

@@ -14,6 +14,7 @@ from wisp.core.ids import new_activation_id
 from wisp.observability.logging import log_context
 
 from .. import validation
+from ..bodies import json_response, read_body
 from ..completions import wait_for_activation
 from ..context import caller, transaction_of
 from ..entitlement import Right
@@ -38,7 +39,7 @@ async def list_actions(request: web.Request) -> web.Response:
 
     actions = await ctx.entity_store.list_actions(namespace, skip=skip, limit=limit)
 
-    return web.json_response([a.to_json(with_code=False) for a in actions])
+    return json_response([a.to_json(with_code=False) for a in actions])
 
 
 async def get_action(request: web.Request) -> web.Response:
@@ -51,7 +52,7 @@ async def get_action(request: web.Request) -> web.Response:
 
     if action is None:
         raise NotFoundError(validation.NOT_FOUND)
-    return web.json_response(action.to_json(with_code=with_code))
+    return json_response(action.to_json(with_code=with_code))
 
 
 async def put_action(request: web.Request) -> web.Response:
@@ -59,14 +60,14 @@ async def put_action(request: web.Request) -> web.Response:
     ctx.entitlement.check(identity, Right.PUT)
     name = validation.entity_name(request.match_info["name"])
     overwrite = validation.query_bool(request.query, "overwrite", False)
-    body = await validation.read_body(request, validation.ACTION_MAX_BYTES)
+    body = await read_body(request, validation.ACTION_MAX_BYTES)
 
     previous = await ctx.entity_store.get_action(namespace, name) if overwrite else None
     action = validation.action_document(namespace, name, body, previous)
     stored = await ctx.entity_store.put_action(action, overwrite=overwrite)
 
     log.info("Action %s/%s stored at %s", namespace, name, stored.rev)
-    return web.json_response(stored.to_json())
+    return json_response(stored.to_json())
 
 
 async def delete_action(request: web.Request) -> web.Response:
@@ -79,7 +80,7 @@ async def delete_action(request: web.Request) -> web.Response:
     if deleted is None:
         raise NotFoundError(validation.NOT_FOUND)
     log.info("Action %s/%s deleted", namespace, name)
-    return web.json_response(deleted.to_json())
+    return json_response(deleted.to_json())
 
 
 async def invoke_action(request: web.Request) -> web.Response:
@@ -90,7 +91,7 @@ async def invoke_action(request: web.Request) -> web.Response:
     timeout_s = validation.blocking_timeout_s(
         request.query, ctx.config.controller.max_blocking_wait_s
     )
-    body = await validation.read_body(request, ctx.config.limits.max_payload_bytes)
+    body = await read_body(request, ctx.config.limits.max_payload_bytes)
     payload = validation.invoke_payload(body)
 
     # resolve, entitle, build the message
@@ -127,9 +128,7 @@ async def invoke_action(request: web.Request) -> web.Response:
 
 
 def _accepted(activation_id: str, headers: dict[str, str]) -> web.Response:
-    return web.json_response(
-        {"activationId": activation_id}, status=202, headers=headers
-    )
+    return json_response({"activationId": activation_id}, status=202, headers=headers)
 
 
 def _finished(
@@ -140,4 +139,4 @@ def _finished(
     if result_only:
         result = activation.response.result
         body = result if result is not None else {}
-    return web.json_response(body, status=status, headers=headers)
+    return json_response(body, status=status, headers=headers)

@@ -11,6 +11,7 @@ from wisp.core.activation import WhiskActivation
 from wisp.core.errors import NotFoundError
 
 from .. import validation
+from ..bodies import json_response
 from ..context import ControllerContext, caller
 from ..entitlement import Right
 
@@ -44,7 +45,7 @@ async def list_activations(request: web.Request) -> web.Response:
         namespace, name=name, skip=skip, limit=limit, since_ms=since, upto_ms=upto
     )
 
-    return web.json_response([r.to_json() if docs else summary(r) for r in records])
+    return json_response([r.to_json() if docs else summary(r) for r in records])
 
 
 async def _activation(
@@ -61,14 +62,14 @@ async def _activation(
 
 async def get_activation(request: web.Request) -> web.Response:
     _, record = await _activation(request)
-    return web.json_response(record.to_json())
+    return json_response(record.to_json())
 
 
 async def get_result(request: web.Request) -> web.Response:
     _, record = await _activation(request)
-    return web.json_response(record.response.to_json())
+    return json_response(record.response.to_json())
 
 
 async def get_logs(request: web.Request) -> web.Response:
     _, record = await _activation(request)
-    return web.json_response({"logs": list(record.logs)})
+    return json_response({"logs": list(record.logs)})

@@ -7,6 +7,7 @@ from aiohttp import web
 import wisp
 from wisp.core.entity import DEFAULT_BOUNDS, SUPPORTED_KINDS
 
+from ..bodies import json_response
 from ..context import caller, context_of
 from ..entitlement import Right
 
@@ -16,7 +17,7 @@ API_PATH = "/api/v1"
 async def server_info(request: web.Request) -> web.Response:
     limits = context_of(request).config.limits
     bounds = DEFAULT_BOUNDS
-    return web.json_response(
+    return json_response(
         {
             "description": "Wisp, a serverless platform on OpenWhisk's FPC design",
             "api_paths": [API_PATH],
@@ -39,7 +40,7 @@ async def server_info(request: web.Request) -> web.Response:
 
 
 async def api_info(request: web.Request) -> web.Response:
-    return web.json_response(
+    return json_response(
         {
             "api_paths": [API_PATH],
             "description": "Wisp REST API (OpenWhisk API v1)",
@@ -53,4 +54,4 @@ async def api_info(request: web.Request) -> web.Response:
 async def list_namespaces(request: web.Request) -> web.Response:
     ctx, identity, namespace = await caller(request)
     ctx.entitlement.check(identity, Right.READ)
-    return web.json_response([namespace])
+    return json_response([namespace])

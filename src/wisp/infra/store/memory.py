@@ -1,5 +1,6 @@
-"""MemoryStore: entities and activations kept in this process (tests, `store.backend =
-"memory"`). Behaves like SqliteStore; both share the revision and filter rules here.
+"""MemoryStore: entities, activations and the activation journal kept in this process
+(tests, `store.backend = "memory"`). Behaves like SqliteStore; both share the revision
+and filter rules here.
 """
 
 from __future__ import annotations
@@ -7,12 +8,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 
 from wisp.core.activation import WhiskActivation
 from wisp.core.entity import Identity, WhiskAction, bump_version, next_revision
 from wisp.core.errors import ConflictError
 from wisp.core.ids import now_ms
+from wisp.infra.store.activations import JournalEntry
 
 ALREADY_EXISTS = "resource already exists"
 
@@ -20,14 +23,21 @@ ALREADY_EXISTS = "resource already exists"
 # --- rules shared by every store backend ------------------------------------------------
 
 
-def revise_action(action: WhiskAction, previous: WhiskAction | None) -> WhiskAction:
+def revise_action(
+    action: WhiskAction, previous: WhiskAction | None, deleted_rev: str | None = None
+) -> WhiskAction:
     """The document to store: a new `rev` from the content digest, the version bumped
-    on update (OpenWhisk's semantic patch bump) and `updated_ms` set to now."""
+    on update (OpenWhisk's semantic patch bump) and `updated_ms` set to now.
+
+    `deleted_rev` is the tombstone of a deleted action of the same name: as in CouchDB
+    the re-created document continues its revision generation, so that everything
+    comparing generations (queues, containers) sees the new code as newer.
+    """
     version = action.version if previous is None else bump_version(previous.version)
     stamped = replace(action, version=version, rev="", updated_ms=0)
     doc = json.dumps(stamped.to_json(), sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(doc.encode()).hexdigest()
-    old_rev = previous.rev if previous is not None else None
+    old_rev = previous.rev if previous is not None else deleted_rev
     revised = replace(stamped, rev=next_revision(old_rev, digest), updated_ms=now_ms())
     # round-trip so that every backend hands out exactly what a reread returns
     return WhiskAction.from_json(revised.to_json())
@@ -61,10 +71,13 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._actions: dict[tuple[str, str], WhiskAction] = {}
+        #: the last revision of each deleted action (CouchDB's tombstone)
+        self._tombstones: dict[tuple[str, str], str] = {}
         self._identities: dict[str, Identity] = {}
         #: insertion order breaks ties between records that started in the same ms
         self._activations: dict[str, tuple[int, WhiskActivation]] = {}
         self._sequence = 0
+        self._journal: dict[str, JournalEntry] = {}
 
     # --- EntityStore: actions --------------------------------------------------------
 
@@ -73,7 +86,7 @@ class MemoryStore:
         previous = self._actions.get(key)
         if previous is not None and not overwrite:
             raise ConflictError(ALREADY_EXISTS)
-        stored = revise_action(action, previous)
+        stored = revise_action(action, previous, self._tombstones.get(key))
         self._actions[key] = stored
         return stored
 
@@ -81,7 +94,10 @@ class MemoryStore:
         return self._actions.get((namespace, name))
 
     async def delete_action(self, namespace: str, name: str) -> WhiskAction | None:
-        return self._actions.pop((namespace, name), None)
+        deleted = self._actions.pop((namespace, name), None)
+        if deleted is not None:
+            self._tombstones[(namespace, name)] = deleted.rev
+        return deleted
 
     async def list_actions(
         self, namespace: str, *, skip: int = 0, limit: int = 30
@@ -168,6 +184,21 @@ class MemoryStore:
         if not durations:
             return None, 0
         return sum(durations) / len(durations), len(durations)
+
+    # --- ActivationJournalStore ---------------------------------------------------------
+
+    async def journal_add(self, entries: Sequence[JournalEntry]) -> None:
+        for entry in entries:
+            self._journal[entry.activation_id] = entry
+
+    async def journal_remove(self, activation_ids: Collection[str]) -> None:
+        for activation_id in activation_ids:
+            self._journal.pop(activation_id, None)
+
+    async def journal_entries(self, controller_id: str) -> list[JournalEntry]:
+        mine = [e for e in self._journal.values() if e.controller_id == controller_id]
+        mine.sort(key=lambda e: (e.start_ms, e.activation_id))
+        return mine
 
     async def close(self) -> None:
         return None

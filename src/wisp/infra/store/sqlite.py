@@ -1,4 +1,5 @@
-"""SqliteStore: entities and activations in one SQLite file (aiosqlite, WAL mode).
+"""SqliteStore: entities, activations and the activation journal in one SQLite file
+(aiosqlite, WAL mode).
 
 Standalone Wisp's durable store; reopening the same file finds everything again.
 sqlite3 errors are translated to StoreError here and go no further.
@@ -10,7 +11,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import aiosqlite
 from wisp.core.activation import WhiskActivation
 from wisp.core.entity import Identity, WhiskAction
 from wisp.core.errors import ConflictError, StoreError
+from wisp.infra.store.activations import JournalEntry
 from wisp.infra.store.memory import (
     ALREADY_EXISTS,
     activation_path,
@@ -40,6 +42,14 @@ CREATE TABLE IF NOT EXISTS actions (
     PRIMARY KEY (namespace, name)
 );
 CREATE INDEX IF NOT EXISTS actions_by_updated ON actions (namespace, updated DESC);
+
+-- the last revision of a deleted action: a re-created one continues its generation
+CREATE TABLE IF NOT EXISTS action_tombstones (
+    namespace TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    rev       TEXT NOT NULL,
+    PRIMARY KEY (namespace, name)
+);
 
 CREATE TABLE IF NOT EXISTS identities (
     uuid      TEXT PRIMARY KEY,
@@ -63,7 +73,22 @@ CREATE TABLE IF NOT EXISTS activations (
 CREATE INDEX IF NOT EXISTS activations_newest ON activations (namespace, start DESC);
 CREATE INDEX IF NOT EXISTS activations_by_name ON activations (namespace, name, start DESC);
 CREATE INDEX IF NOT EXISTS activations_by_path ON activations (namespace, path, start);
+
+-- accepted activations without a completion yet; read only when a controller starts,
+-- so no index beyond the key keeps the per-activation insert and delete cheap
+CREATE TABLE IF NOT EXISTS activation_journal (
+    id         TEXT PRIMARY KEY,
+    controller TEXT NOT NULL,
+    namespace  TEXT NOT NULL,
+    path       TEXT NOT NULL,
+    version    TEXT NOT NULL,
+    subject    TEXT NOT NULL,
+    start      INTEGER NOT NULL
+);
 """
+
+#: rows per multi-row statement (7 parameters each stays below SQLite's 999 limit)
+_JOURNAL_ROWS_PER_STATEMENT = 128
 
 
 class SqliteStore:
@@ -109,7 +134,10 @@ class SqliteStore:
             previous = await self._get_action(action.namespace, action.name)
             if previous is not None and not overwrite:
                 raise ConflictError(ALREADY_EXISTS)
-            stored = revise_action(action, previous)
+            deleted_rev = None
+            if previous is None:
+                deleted_rev = await self._tombstone(action.namespace, action.name)
+            stored = revise_action(action, previous, deleted_rev)
             await self._conn.execute(
                 "INSERT OR REPLACE INTO actions"
                 " (namespace, name, rev, version, updated, json)"
@@ -136,11 +164,24 @@ class SqliteStore:
         )
         return _action(rows[0][0]) if rows else None
 
+    async def _tombstone(self, namespace: str, name: str) -> str | None:
+        rows = await self._rows(
+            "SELECT rev FROM action_tombstones WHERE namespace = ? AND name = ?",
+            (namespace, name),
+        )
+        return str(rows[0][0]) if rows else None
+
     async def delete_action(self, namespace: str, name: str) -> WhiskAction | None:
         async with self._write_lock, self._translated("deleting an action"):
             previous = await self._get_action(namespace, name)
             if previous is None:
                 return None
+            # tombstone first: a crash in between leaves the action, never neither
+            await self._conn.execute(
+                "INSERT OR REPLACE INTO action_tombstones (namespace, name, rev)"
+                " VALUES (?, ?, ?)",
+                (namespace, name, previous.rev),
+            )
             await self._conn.execute(
                 "DELETE FROM actions WHERE namespace = ? AND name = ?",
                 (namespace, name),
@@ -278,6 +319,59 @@ class SqliteStore:
         average, count = rows[0]
         return (float(average) if average is not None else None), int(count)
 
+    # --- ActivationJournalStore ---------------------------------------------------------
+
+    async def journal_add(self, entries: Sequence[JournalEntry]) -> None:
+        # one multi-row statement per chunk: each is one (autocommitted) transaction
+        async with self._translated("adding to the activation journal"):
+            for chunk in _chunks(entries, _JOURNAL_ROWS_PER_STATEMENT):
+                rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                args: list[Any] = []
+                for e in chunk:
+                    args += [
+                        e.activation_id,
+                        e.controller_id,
+                        e.namespace,
+                        e.path,
+                        e.version,
+                        e.subject,
+                        e.start_ms,
+                    ]
+                await self._conn.execute(
+                    "INSERT OR REPLACE INTO activation_journal"
+                    " (id, controller, namespace, path, version, subject, start)"
+                    f" VALUES {rows}",
+                    args,
+                )
+
+    async def journal_remove(self, activation_ids: Collection[str]) -> None:
+        async with self._translated("removing from the activation journal"):
+            for chunk in _chunks(list(activation_ids), _JOURNAL_ROWS_PER_STATEMENT):
+                marks = ", ".join(["?"] * len(chunk))
+                await self._conn.execute(
+                    f"DELETE FROM activation_journal WHERE id IN ({marks})", chunk
+                )
+
+    async def journal_entries(self, controller_id: str) -> list[JournalEntry]:
+        async with self._translated("reading the activation journal"):
+            rows = await self._rows(
+                "SELECT id, namespace, path, version, subject, start"
+                " FROM activation_journal WHERE controller = ? ORDER BY start, id",
+                (controller_id,),
+            )
+        return [
+            JournalEntry(
+                activation_id=str(row[0]),
+                namespace=str(row[1]),
+                path=str(row[2]),
+                version=str(row[3]),
+                subject=str(row[4]),
+                controller_id=controller_id,
+                start_ms=int(row[5]),
+            )
+            for row in rows
+        ]
+
     async def close(self) -> None:
         try:
             await self._conn.close()
@@ -287,3 +381,8 @@ class SqliteStore:
 
 def _action(text: str) -> WhiskAction:
     return WhiskAction.from_json(json.loads(text))
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

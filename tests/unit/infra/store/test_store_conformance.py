@@ -10,6 +10,7 @@ import pytest
 from wisp.core.activation import ActivationResponse, WhiskActivation
 from wisp.core.entity import ActionLimits, Exec, Identity, UserLimits, WhiskAction
 from wisp.core.errors import ConflictError
+from wisp.infra.store.activations import JournalEntry
 from wisp.infra.store.memory import MemoryStore
 from wisp.infra.store.sqlite import SqliteStore
 
@@ -110,6 +111,50 @@ async def test_delete_returns_the_action_once(store: Store) -> None:
     assert deleted == stored
     assert again is None
     assert await store.get_action("guest", "hello") is None
+
+
+async def test_recreated_action_continues_the_revision_generation(
+    store: Store,
+) -> None:
+    await store.put_action(_action(), overwrite=False)
+    updated = await store.put_action(_action(code="v2"), overwrite=True)
+    await store.delete_action("guest", "hello")
+
+    recreated = await store.put_action(_action(code="v3"), overwrite=False)
+
+    assert updated.rev.startswith("2-")
+    assert recreated.rev.startswith("3-")
+    assert recreated.version == "0.0.1"
+    assert await store.get_action("guest", "hello") == recreated
+
+
+async def test_recreated_action_with_the_same_code_gets_a_newer_revision(
+    store: Store,
+) -> None:
+    first = await store.put_action(_action(), overwrite=False)
+    await store.delete_action("guest", "hello")
+
+    again = await store.put_action(_action(), overwrite=True)
+    await store.delete_action("guest", "hello")
+    third = await store.put_action(_action(), overwrite=False)
+
+    assert first.rev.startswith("1-")
+    assert again.rev.startswith("2-")
+    assert third.rev.startswith("3-")
+
+
+async def test_tombstone_of_one_action_leaves_others_at_generation_one(
+    store: Store,
+) -> None:
+    await store.put_action(_action("gone"), overwrite=False)
+    await store.delete_action("guest", "gone")
+    other_ns = WhiskAction(namespace="other", name="gone", exec=Exec("python:3", "x"))
+
+    fresh = await store.put_action(_action("fresh"), overwrite=False)
+    elsewhere = await store.put_action(other_ns, overwrite=False)
+
+    assert fresh.rev.startswith("1-")
+    assert elsewhere.rev.startswith("1-")
 
 
 async def test_list_actions_pages_within_the_namespace(store: Store) -> None:
@@ -213,6 +258,60 @@ async def test_average_duration_counts_the_action_since_a_time(store: Store) -> 
     assert (none, zero) == (None, 0)
 
 
+# --- activation journal -----------------------------------------------------------------
+
+
+def _entry(
+    activation_id: str, controller: str = "0", start_ms: int = 1
+) -> JournalEntry:
+    return JournalEntry(
+        activation_id=activation_id,
+        namespace="guest",
+        path="guest/hello",
+        version="0.0.1",
+        subject="guest",
+        controller_id=controller,
+        start_ms=start_ms,
+    )
+
+
+async def test_journal_lists_the_entries_of_one_controller_oldest_first(
+    store: Store,
+) -> None:
+    await store.journal_add([_entry("b" * 32, start_ms=20), _entry("a" * 32, "1")])
+    await store.journal_add([_entry("c" * 32, start_ms=10)])
+
+    mine = await store.journal_entries("0")
+    theirs = await store.journal_entries("1")
+    nobody = await store.journal_entries("7")
+
+    assert mine == [_entry("c" * 32, start_ms=10), _entry("b" * 32, start_ms=20)]
+    assert theirs == [_entry("a" * 32, "1")]
+    assert nobody == []
+    assert mine[0].name == "hello"
+
+
+async def test_journal_remove_drops_known_ids_and_ignores_unknown_ones(
+    store: Store,
+) -> None:
+    await store.journal_add([_entry("a" * 32), _entry("b" * 32)])
+
+    await store.journal_remove(["a" * 32, "f" * 32])
+    await store.journal_remove([])
+
+    assert await store.journal_entries("0") == [_entry("b" * 32)]
+
+
+async def test_journal_takes_large_batches(store: Store) -> None:
+    entries = [_entry(f"{i:032x}", start_ms=i) for i in range(300)]
+
+    await store.journal_add(entries)
+    await store.journal_add([_entry(f"{0:032x}", start_ms=0)])
+    await store.journal_remove([e.activation_id for e in entries[:250]])
+
+    assert await store.journal_entries("0") == entries[250:]
+
+
 # --- durability (SQLite only) ------------------------------------------------------------
 
 
@@ -235,3 +334,22 @@ async def test_sqlite_store_survives_a_reopen(tmp_path: Path) -> None:
     assert action == stored
     assert identity is not None and identity.namespace == "guest"
     assert activation is not None and activation.response.result == {"n": 1000}
+
+
+async def test_sqlite_tombstones_and_journal_survive_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "wisp.db"
+    first = await SqliteStore.open(path)
+    await first.put_action(_action(), overwrite=False)
+    await first.delete_action("guest", "hello")
+    await first.journal_add([_entry("a" * 32)])
+    await first.close()
+
+    second = await SqliteStore.open(path)
+    try:
+        recreated = await second.put_action(_action(), overwrite=False)
+        journal = await second.journal_entries("0")
+    finally:
+        await second.close()
+
+    assert recreated.rev.startswith("2-")
+    assert journal == [_entry("a" * 32)]
