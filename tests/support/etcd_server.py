@@ -22,7 +22,7 @@ from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 _START_TIMEOUT_S = 15.0
-_STOP_TIMEOUT_S = 5.0
+_STOP_TIMEOUT_S = 10.0
 #: health checks go straight to loopback, whatever proxy the environment names
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -187,7 +187,9 @@ class EtcdServer:
                 ]
             except OSError:
                 return  # not Linux, or the process is gone
-            if all((state == "T") == stopped for state in states):
+            # zombie or dead threads ("Z", "X") never stop nor continue
+            live = [state for state in states if state not in ("Z", "X")]
+            if all((state in ("T", "t")) == stopped for state in live):
                 return
             time.sleep(0.005)
         raise RuntimeError(f"etcd did not {'stop' if stopped else 'continue'}")

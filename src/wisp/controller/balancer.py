@@ -532,13 +532,16 @@ class FPCPoolBalancer:
         endpoints = self._leaders.values.get(leader_key)
 
         # a queue being created: keep routing to its scheduler, no second CreateQueue
-        if endpoints is None and leader_key in self._creating:
-            pending = self._scheduler_by_sid(self._creating[leader_key])
-            if pending is not None:
-                return pending
+        pending = self._pending_creation(leader_key, endpoints)
+        if pending is not None:
+            return pending
 
         if endpoints is None:
             endpoints = await self._read_leader(leader_key)
+            # another activation may have started the creation while we read
+            pending = self._pending_creation(leader_key, endpoints)
+            if pending is not None:
+                return pending
         if endpoints is not None:
             scheduler = self._scheduler_by_endpoints(endpoints)
             if scheduler is not None:
@@ -558,6 +561,13 @@ class FPCPoolBalancer:
         )
         self._start_create_queue(leader_key, request, scheduler)
         return scheduler
+
+    def _pending_creation(
+        self, leader_key: str, endpoints: SchedulerEndpoints | None
+    ) -> SchedulerStates | None:
+        if endpoints is not None or leader_key not in self._creating:
+            return None
+        return self._scheduler_by_sid(self._creating[leader_key])
 
     async def _read_leader(self, leader_key: str) -> SchedulerEndpoints | None:
         try:

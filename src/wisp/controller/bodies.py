@@ -29,25 +29,6 @@ _IDENTITY = "identity"
 _ENCODED_SLACK = 1.01
 
 
-class ContentTooLargeError(PayloadTooLargeError):
-    """413 with the size (when known) and the limit."""
-
-    def __init__(self, size_bytes: int | None, limit_bytes: int) -> None:
-        super().__init__(size_bytes or 0, limit_bytes)
-        if size_bytes is not None:
-            message = (
-                f"The request content is too large: {size_bytes} bytes exceed the "
-                f"limit of {limit_bytes} bytes."
-            )
-        else:
-            message = (
-                "The request content is too large: it exceeds the limit of "
-                f"{limit_bytes} bytes."
-            )
-        self.message = message
-        self.args = (message,)
-
-
 class UnsupportedEncodingError(UserInputError):
     status = 415
 
@@ -63,14 +44,14 @@ async def read_body(request: web.Request, limit_bytes: int) -> bytes:
     wire_limit = limit_bytes if not codings else int(limit_bytes * _ENCODED_SLACK) + 64
     announced = request.content_length
     if announced is not None and announced > wire_limit:
-        raise ContentTooLargeError(announced, limit_bytes)
+        raise PayloadTooLargeError(announced, limit_bytes)
 
     raw = bytearray()
     try:
         async for chunk in request.content.iter_any():
             raw += chunk
             if len(raw) > wire_limit:
-                raise ContentTooLargeError(None, limit_bytes)
+                raise PayloadTooLargeError(None, limit_bytes)
     except web.RequestPayloadError as exc:
         raise BadRequestError(
             f"{MALFORMED}: the body could not be read ({exc.__class__.__name__})",
@@ -81,7 +62,7 @@ async def read_body(request: web.Request, limit_bytes: int) -> bytes:
     for coding in reversed(codings):
         body = inflate(body, coding, limit_bytes)
     if len(body) > limit_bytes:
-        raise ContentTooLargeError(len(body), limit_bytes)
+        raise PayloadTooLargeError(len(body), limit_bytes)
     return body
 
 
@@ -117,7 +98,7 @@ def inflate(data: bytes, coding: str, limit_bytes: int) -> bytes:
                 field="body",
             ) from None
         if len(out) > limit_bytes:
-            raise ContentTooLargeError(None, limit_bytes)
+            raise PayloadTooLargeError(None, limit_bytes)
         if not decoder.eof:
             raise BadRequestError(
                 f"{MALFORMED}: the {coding} data of the body is truncated",

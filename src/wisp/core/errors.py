@@ -66,10 +66,13 @@ class BadRequestError(UserInputError):
 class PayloadTooLargeError(UserInputError):
     status = 413
 
-    def __init__(self, size_bytes: int, limit_bytes: int) -> None:
+    def __init__(self, size_bytes: int | None, limit_bytes: int) -> None:
+        if size_bytes is None:
+            size = "it exceeds"
+        else:
+            size = f"{size_bytes} bytes exceed"
         super().__init__(
-            f"The request content was malformed: payload of {size_bytes} bytes "
-            f"exceeds the allowed {limit_bytes} bytes"
+            f"The request content is too large: {size} the limit of {limit_bytes} bytes."
         )
         self.size_bytes = size_bytes
         self.limit_bytes = limit_bytes

@@ -315,6 +315,8 @@ async def test_activations_follow_a_queue_under_creation_without_a_second_reques
 
     await asyncio.gather(*(balancer.publish(ACTION, message()) for _ in range(5)))
     await asyncio.wait_for(queue_service.called.wait(), 2.0)
+    # late duplicate requests would arrive over gRPC after the first one
+    await asyncio.sleep(0.2)
 
     assert broker.depth("scheduler0") == 5
     assert len(queue_service.requests) == 1

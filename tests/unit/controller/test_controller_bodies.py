@@ -11,14 +11,13 @@ import pytest
 
 from wisp.controller.bodies import (
     MAX_JSON_DEPTH,
-    ContentTooLargeError,
     UnsupportedEncodingError,
     content_codings,
     dumps,
     inflate,
     parse_json,
 )
-from wisp.core.errors import BadRequestError
+from wisp.core.errors import BadRequestError, PayloadTooLargeError
 
 
 def nested(depth: int) -> bytes:
@@ -139,7 +138,7 @@ def test_data_that_does_not_inflate_is_a_bad_request(
 def test_inflating_past_the_limit_stops_at_the_limit() -> None:
     bomb = gzip.compress(b"0" * 10_000_000)
 
-    with pytest.raises(ContentTooLargeError) as caught:
+    with pytest.raises(PayloadTooLargeError) as caught:
         inflate(bomb, "gzip", 1000)
 
     assert caught.value.status == 413

@@ -6,6 +6,7 @@ they give up on, so that every accepted activation ends with a record and an ack
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -17,6 +18,9 @@ from wisp.infra.messaging.topics import completed_topic
 from wisp.infra.store.activations import ActivationStore
 
 log = logging.getLogger(__name__)
+
+STORE_ATTEMPTS = 4
+STORE_RETRY_S = 0.1
 
 
 class ActiveAck:
@@ -33,11 +37,22 @@ class ActiveAck:
     async def complete(
         self, msg: ActivationMessage, activation: WhiskActivation
     ) -> None:
-        """Store the record, then send the combined (blocking) or completion ack."""
-        try:
-            await self._store.put_activation(activation)
-        except StoreError:
-            log.exception("Storing activation %s failed", activation.activation_id)
+        """Store the record, then send the combined (blocking) or completion ack.
+
+        The store is retried a few times: the ack frees the controller's journal
+        entry, after which nothing would write the record again.
+        """
+        for attempt in range(STORE_ATTEMPTS):
+            try:
+                await self._store.put_activation(activation)
+                break
+            except StoreError:
+                if attempt == STORE_ATTEMPTS - 1:
+                    log.exception(
+                        "Storing activation %s failed", activation.activation_id
+                    )
+                else:
+                    await asyncio.sleep(STORE_RETRY_S * 2**attempt)
         await self.send(
             msg.root_controller_index.as_string,
             ack_for(msg, activation, self._instance),
