@@ -248,7 +248,8 @@ class FunctionPullingContainerPool:
         # b. a new container, evicting idle ones when memory is short
         required = action.limits.memory_mb
         free = self._free_mb()
-        if required > free + sum(e.proxy.memory_mb for e in self._evictable()):
+        evictable = self._evictable(creation)
+        if required > free + sum(e.proxy.memory_mb for e in evictable):
             self._report_memory()
             self.reject(
                 creation,
@@ -258,7 +259,7 @@ class FunctionPullingContainerPool:
             )
             return
         if required > free:
-            self._evict(required - free)
+            self._evict(evictable, required - free)
         proxy = self._new_proxy(creation, action, self)
         self._entries[proxy] = _Entry(proxy, action, _Status.IN_PROGRESS, creation)
         log.debug("Cold start for %s (%s MB)", creation.action, required)
@@ -279,7 +280,9 @@ class FunctionPullingContainerPool:
         ]
         return max(matches, key=lambda e: e.proxy.last_used, default=None)
 
-    def _evictable(self) -> list[_Entry]:
+    def _evictable(
+        self, creation: ContainerCreationMessage | None = None
+    ) -> list[_Entry]:
         """Containers that may make room, least recently used first: paused ones,
         then running ones with nothing in flight.
 
@@ -291,15 +294,17 @@ class FunctionPullingContainerPool:
         idle = [
             e
             for e in self._entries.values()
-            if e.status is _Status.BUSY and e.proxy.idle
+            if e.status is _Status.BUSY
+            and e.proxy.idle
+            and (creation is None or not _serves(e.proxy, creation))
         ]
         by_age = lambda e: e.proxy.last_used  # noqa: E731
         return sorted(paused, key=by_age) + sorted(idle, key=by_age)
 
-    def _evict(self, needed_mb: int) -> None:
-        """Remove evictable containers until `needed_mb` is freed."""
+    def _evict(self, candidates: list[_Entry], needed_mb: int) -> None:
+        """Remove `candidates` in order until `needed_mb` is freed."""
         freed = 0
-        for entry in self._evictable():
+        for entry in candidates:
             if freed >= needed_mb:
                 break
             log.info("Evicting idle container of %s", entry.proxy.action)
@@ -515,6 +520,16 @@ class FunctionPullingContainerPool:
                 )
                 await asyncio.sleep(0.1 * attempt)
         log.error("Creation ack %s lost", ack.creation_id)
+
+
+def _serves(proxy: PooledProxy, creation: ContainerCreationMessage) -> bool:
+    """Whether `proxy` runs the action and revision `creation` asks for: evicting an
+    idle container of the same action to start another one gains nothing."""
+    return (
+        proxy.invocation_namespace == creation.invocation_namespace
+        and proxy.action.unversioned() == creation.action.unversioned()
+        and proxy.revision == creation.revision
+    )
 
 
 def _describe(proxy: PooledProxy) -> dict[str, Any]:

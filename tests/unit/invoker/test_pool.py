@@ -282,6 +282,22 @@ async def test_idle_running_container_is_evicted_when_nothing_is_paused(
     assert harness.proxies[2].started
 
 
+async def test_idle_container_of_the_same_action_is_not_evicted_for_another(
+    harness: PoolHarness,
+) -> None:
+    harness.pool.create(make_creation(A), A)
+    harness.pool.create(make_creation(B), B)
+    for proxy in harness.proxies:
+        harness.ready(proxy)
+        proxy.idle = True
+    third = make_creation(A)
+
+    harness.pool.create(third, A)
+
+    same, other = harness.proxies[:2]
+    assert other.removed and not same.removed
+
+
 async def test_running_containers_with_work_in_flight_are_never_evicted(
     harness: PoolHarness,
 ) -> None:
