@@ -6,7 +6,6 @@ blocking waiters, and mirrors the schedulers' throttle flags from etcd.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -43,6 +42,7 @@ from wisp.infra.messaging.broker import MessageProducer
 from wisp.infra.messaging.topics import scheduler_topic
 from wisp.infra.rpc import activation_pb2, activation_pb2_grpc
 from wisp.infra.store.activations import JournalEntry
+from wisp.infra.tasks import TaskSet
 
 from .journal import ActivationJournal
 
@@ -301,7 +301,7 @@ class FPCPoolBalancer:
         self._promises: dict[str, asyncio.Future[ActivationResult]] = {}
         self._per_namespace: dict[str, int] = {}
         self._memory_mb = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(f"balancer:{controller_id.as_string}", log)
         self._running = False
 
     # --- lifecycle --------------------------------------------------------------------
@@ -367,12 +367,7 @@ class FPCPoolBalancer:
             self._keys.throttling_prefix(),
         ):
             self._watcher.unwatch(prefix, prefix=True, name=self._watch_name)
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.cancel_all()
         for entry in list(self._entries.values()):
             if entry.timer is not None:
                 entry.timer.cancel()
@@ -624,9 +619,7 @@ class FPCPoolBalancer:
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run `work` in the background; stop() cancels what is still running."""
-        task = asyncio.get_running_loop().create_task(work, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(work, name)
 
     async def _create_queue(
         self, leader_key: str, request: CreateQueueRequest, first: SchedulerStates

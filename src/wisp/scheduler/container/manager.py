@@ -37,6 +37,7 @@ from wisp.infra.etcd.keys import (
 from wisp.infra.etcd.watcher import WatcherService
 from wisp.infra.messaging.broker import MessageProducer
 from wisp.infra.messaging.topics import invoker_topic
+from wisp.infra.tasks import TaskSet
 from wisp.scheduler.container import placement
 from wisp.scheduler.container.placement import CreationDemand, InvokerHealth
 
@@ -91,7 +92,7 @@ class ContainerManager:
         self._warmed: set[str] = set()
         #: creation id → warmed key reserved for it
         self._reserved: dict[str, str] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("container-manager", log)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -113,10 +114,7 @@ class ContainerManager:
 
     async def stop(self) -> None:
         self._watcher.unwatch(self._keys.warmed_prefix(), prefix=True, name=_WATCH_NAME)
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
 
     # --- ContainerCreator port ----------------------------------------------------------
 
@@ -339,14 +337,7 @@ class ContainerManager:
         self._warmed.discard(event.key)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro, name="container-manager-job")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("Container manager job failed", exc_info=task.exception())
+        self._tasks.spawn(coro, "job")
 
 
 def _existing_invoker_id(key: str) -> int:

@@ -41,6 +41,7 @@ from wisp.infra.messaging.acks import ActiveAck
 from wisp.infra.messaging.broker import MessageConsumer
 from wisp.infra.rpc import activation_pb2, activation_pb2_grpc
 from wisp.infra.store.entities import EntityStore
+from wisp.infra.tasks import TaskSet
 from wisp.scheduler.ports import QueueParent
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ class QueueManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._limits: dict[str, tuple[int, float]] = {}
         self._client = _QueueServiceClient()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(f"queue-manager:{sid}", log)
         self._consumer_task: asyncio.Task[None] | None = None
         self._publisher_task: asyncio.Task[None] | None = None
         self._shutting_down = False
@@ -204,12 +205,13 @@ class QueueManager:
     async def stop(self) -> None:
         """Cancel every task and stop every queue (no etcd cleanup)."""
         self._watcher.unwatch(self._keys.queue_prefix(), prefix=True, name=_WATCH_NAME)
-        tasks = [self._consumer_task, self._publisher_task, *self._tasks]
+        tasks = [self._consumer_task, self._publisher_task]
         for task in tasks:
             _cancel(task)
         await asyncio.gather(
             *(t for t in tasks if t is not None), return_exceptions=True
         )
+        await self._tasks.cancel_all()
         self._consumer_task = self._publisher_task = None
         queues = self.queues()
         self._pool.clear()
@@ -756,15 +758,7 @@ class QueueManager:
             self._leaders.pop(event.key, None)
 
     def _spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("Task %s failed", task.get_name(), exc_info=task.exception())
+        return self._tasks.spawn(coro, name)
 
 
 class _QueueServiceClient:
