@@ -35,15 +35,6 @@ class ClientDefaults:
     apihost: str = DEFAULT_APIHOST
     auth: str = GUEST_AUTH
 
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> ClientDefaults:
-        """`WISP__CLIENT__APIHOST` / `WISP__CLIENT__AUTH` from a mapping the caller
-        passes (the entry point hands over the environment)."""
-        return cls(
-            apihost=environ.get("WISP__CLIENT__APIHOST") or DEFAULT_APIHOST,
-            auth=environ.get("WISP__CLIENT__AUTH") or GUEST_AUTH,
-        )
-
 
 class ClientError(Exception):
     """A request failed; the message is what the user sees."""

@@ -139,6 +139,12 @@ def _check_ranges(node: Any, where: str) -> None:
             raise ConfigError(f"configuration key {name} must not be negative")
         if field.name.endswith("port") and not -1 <= value <= 65535:
             raise ConfigError(f"configuration key {name} must be a port (0..65535)")
+    if where == "messaging." and node.backend != "memory":
+        raise ConfigError(
+            f"messaging.backend {node.backend!r} is not available: only 'memory'"
+        )
+    if where == "store." and node.backend not in ("sqlite", "memory"):
+        raise ConfigError(f"store.backend {node.backend!r}: use 'sqlite' or 'memory'")
     if where == "invoker." and node.user_memory_mb <= 0:
         raise ConfigError("configuration key invoker.user_memory_mb must be positive")
 

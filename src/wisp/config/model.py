@@ -23,9 +23,8 @@ class EtcdConfig:
 
 @dataclass(frozen=True, slots=True)
 class MessagingConfig:
-    #: "memory" for in-process topics
+    #: "memory" for in-process topics (the only broker adapter so far)
     backend: str = "memory"
-    nats_url: str = "nats://127.0.0.1:4222"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ from typing import Any
 from wisp.core.activation import ActivationMessage, WhiskActivation
 from wisp.core.entity import FullyQualifiedEntityName
 from wisp.core.ids import (
-    ControllerInstanceId,
     InvokerInstanceId,
     SchedulerInstanceId,
     TransactionId,
@@ -336,10 +335,6 @@ def ack_for(
         return CompletionAck.combined(msg.transid, activation, instance)
     system = activation.response.status == 3
     return CompletionAck.completion(msg.transid, msg.activation_id, system, instance)
-
-
-def controller_topic_of(msg: ActivationMessage) -> ControllerInstanceId:
-    return msg.root_controller_index
 
 
 # --- records kept in etcd --------------------------------------------------------------

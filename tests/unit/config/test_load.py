@@ -93,6 +93,8 @@ def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
         ({"WISP__INVOKER__USER_MEMORY_MB": "-5"}, "invoker.user_memory_mb must not"),
         ({"WISP__INVOKER__USER_MEMORY_MB": "0"}, "user_memory_mb must be positive"),
         ({"WISP__CONTROLLER__PORT": "99999"}, "controller.port must be a port"),
+        ({"WISP__MESSAGING__BACKEND": "nats"}, "messaging.backend 'nats' is not"),
+        ({"WISP__STORE__BACKEND": "mongo"}, "store.backend 'mongo': use"),
         ({"WISP__SCHEDULER__QUEUE__IDLE_GRACE_S": "-1"}, "idle_grace_s must not be"),
     ],
 )

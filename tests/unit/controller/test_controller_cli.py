@@ -15,6 +15,7 @@ import pytest
 
 from wisp.client import ClientDefaults, add_client_commands, run_client_command
 from wisp.client.cli import DEFAULT_APIHOST, GUEST_AUTH, _param_value
+from wisp.config.load import load_config
 from wisp.controller.auth import GUEST_IDENTITY
 from wisp.controller.service import Controller
 from wisp.infra.etcd.memory import MemoryEtcd
@@ -194,16 +195,15 @@ def test_parameter_values_are_json_when_they_parse(text: str, expected: Any) -> 
     assert _param_value(text) == expected
 
 
-def test_client_defaults_come_from_the_given_environment() -> None:
-    env = {
-        "WISP__CLIENT__APIHOST": "http://127.0.0.1:9999",
-        "WISP__CLIENT__AUTH": "u:k",
-    }
+def test_client_defaults_come_from_the_configuration_tree() -> None:
+    config = load_config(
+        environ={
+            "WISP__CLIENT__APIHOST": "http://127.0.0.1:9999",
+            "WISP__CLIENT__AUTH": "u:k",
+        }
+    )
 
-    assert ClientDefaults.from_environ(env) == ClientDefaults(
-        "http://127.0.0.1:9999", "u:k"
-    )
-    assert ClientDefaults.from_environ({}) == ClientDefaults(
-        DEFAULT_APIHOST, GUEST_AUTH
-    )
-    assert GUEST_AUTH == GUEST_IDENTITY.authkey
+    assert config.client.apihost == "http://127.0.0.1:9999"
+    assert config.client.auth == "u:k"
+    assert load_config(environ={}).client.apihost == DEFAULT_APIHOST
+    assert load_config(environ={}).client.auth == GUEST_AUTH == GUEST_IDENTITY.authkey
