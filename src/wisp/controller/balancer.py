@@ -14,8 +14,6 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-import grpc
-
 from wisp.config.model import WispConfig
 from wisp.core.activation import ActivationMessage, WhiskActivation
 from wisp.core.entity import FullyQualifiedEntityName, WhiskAction
@@ -40,7 +38,7 @@ from wisp.infra.etcd.keys import EtcdKeys, invoker_id_from_invoker_key
 from wisp.infra.etcd.watcher import WatcherService
 from wisp.infra.messaging.broker import MessageProducer
 from wisp.infra.messaging.topics import scheduler_topic
-from wisp.infra.rpc import activation_pb2, activation_pb2_grpc
+from wisp.infra.rpc.queue_client import QueueServiceClient
 from wisp.infra.store.activations import JournalEntry
 from wisp.infra.tasks import TaskSet
 
@@ -208,44 +206,6 @@ class QueueClient(Protocol):
     async def close(self) -> None: ...
 
 
-class GrpcQueueClient:
-    """QueueService over gRPC, one channel per scheduler endpoint."""
-
-    def __init__(self) -> None:
-        self._channels: dict[str, grpc.aio.Channel] = {}
-
-    def _stub(self, endpoint: str) -> activation_pb2_grpc.QueueServiceStub:
-        channel = self._channels.get(endpoint)
-        if channel is None:
-            channel = self._channels[endpoint] = grpc.aio.insecure_channel(endpoint)
-        return activation_pb2_grpc.QueueServiceStub(channel)  # type: ignore[no-untyped-call]
-
-    async def create_queue(
-        self, endpoint: str, request: CreateQueueRequest, timeout_s: float
-    ) -> bool:
-        payload = activation_pb2.CreateQueueRequest(
-            request=json.dumps(request.to_json())
-        )
-        try:
-            response = await self._stub(endpoint).CreateQueue(
-                payload, timeout=timeout_s
-            )
-        except grpc.aio.AioRpcError as exc:
-            log.warning("CreateQueue on %s failed: %s", endpoint, exc.code().name)
-            return False
-        return bool(response.success)
-
-    async def forget(self, endpoint: str) -> None:
-        channel = self._channels.pop(endpoint, None)
-        if channel is not None:
-            await channel.close()
-
-    async def close(self) -> None:
-        channels, self._channels = list(self._channels.values()), {}
-        for channel in channels:
-            await channel.close()
-
-
 # --- in-flight bookkeeping ---------------------------------------------------------------
 
 
@@ -287,7 +247,7 @@ class FPCPoolBalancer:
         self._producer = producer
         self._controller_id = controller_id
         self._keys = keys or EtcdKeys(config.etcd.cluster_name)
-        self._queue_client: QueueClient = queue_client or GrpcQueueClient()
+        self._queue_client: QueueClient = queue_client or QueueServiceClient()
         self._journal = journal
         self._watch_name = f"controller{controller_id.as_string}-balancer"
 

@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import grpc
-
 from wisp.config.model import WispConfig
 from wisp.core.activation import (
     ActivationMessage,
@@ -39,7 +37,8 @@ from wisp.infra.etcd.keys import EtcdKeys
 from wisp.infra.etcd.watcher import WatcherService
 from wisp.infra.messaging.acks import ActiveAck
 from wisp.infra.messaging.broker import MessageConsumer
-from wisp.infra.rpc import activation_pb2, activation_pb2_grpc
+from wisp.infra.rpc import activation_pb2_grpc
+from wisp.infra.rpc.queue_client import QueueServiceClient
 from wisp.infra.store.entities import EntityStore
 from wisp.infra.tasks import TaskSet
 from wisp.scheduler.ports import QueueParent
@@ -147,7 +146,7 @@ class QueueManager:
         self._lookups: dict[str, asyncio.Task[str | None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._limits: dict[str, tuple[int, float]] = {}
-        self._client = _QueueServiceClient()
+        self._client = QueueServiceClient()
         self._tasks = TaskSet(f"queue-manager:{sid}", log)
         self._consumer_task: asyncio.Task[None] | None = None
         self._publisher_task: asyncio.Task[None] | None = None
@@ -506,7 +505,9 @@ class QueueManager:
             if self._is_self(endpoints):
                 self._handle_cycle(msg)
                 return
-            if await self._client.forward(endpoints, msg, _FORWARD_TIMEOUT_S):
+            if await self._client.forward(
+                endpoints.rpc_endpoint, msg, _FORWARD_TIMEOUT_S
+            ):
                 return
             # The cached leader did not answer: forget it and look again once.
             log.warning(
@@ -759,40 +760,6 @@ class QueueManager:
 
     def _spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
         return self._tasks.spawn(coro, name)
-
-
-class _QueueServiceClient:
-    """QueueService.ForwardActivation to peer schedulers, one channel per endpoint."""
-
-    def __init__(self) -> None:
-        self._channels: dict[str, grpc.aio.Channel] = {}
-
-    async def forward(
-        self, endpoints: SchedulerEndpoints, msg: ActivationMessage, timeout_s: float
-    ) -> bool:
-        target = endpoints.rpc_endpoint
-        channel = self._channels.get(target)
-        if channel is None:
-            channel = self._channels[target] = grpc.aio.insecure_channel(target)
-        stub = _generated.QueueServiceStub(channel)
-        request = activation_pb2.ForwardRequest(
-            activationMessage=json.dumps(msg.to_json(), separators=(",", ":"))
-        )
-        try:
-            response = await stub.ForwardActivation(request, timeout=timeout_s)
-        except grpc.RpcError as exc:
-            log.info("ForwardActivation to %s failed: %s", target, exc)
-            channel = self._channels.pop(target, None)
-            if channel is not None:
-                await channel.close(grace=None)
-            return False
-        return bool(response.accepted)
-
-    async def close(self) -> None:
-        channels = list(self._channels.values())
-        self._channels.clear()
-        for channel in channels:
-            await channel.close(grace=None)
 
 
 def _is_executable(metadata: dict[str, Any]) -> bool:

@@ -30,6 +30,7 @@ from wisp.infra.etcd.data_management import DataManagementService
 from wisp.infra.etcd.keys import EtcdKeys
 from wisp.infra.etcd.watcher import WatcherService
 from wisp.infra.messaging.acks import ActiveAck
+from wisp.infra.tasks import TaskSet
 from wisp.scheduler.ports import ContainerCreator, QueueParent
 from wisp.scheduler.queue import state as rules
 from wisp.scheduler.queue.counter import NamespaceContainerCountRegistry
@@ -147,7 +148,7 @@ class MemoryQueue:
         self._flush: FlushCause | None = None
         self._outdated = False
         self._parent_notified = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(self._task_prefix, log)
 
         # The parts, each with its own state; callbacks lead back into this queue.
         self._backlog = Backlog()
@@ -375,16 +376,14 @@ class MemoryQueue:
 
         # Let failure acks finish (bounded), then cancel whatever is left.
         await self._failer.drain(_ACK_DRAIN_S)
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks | self._failer.tasks if t is not current]
-        for task in tasks:
+        acks = {t for t in self._failer.tasks if t is not asyncio.current_task()}
+        for task in acks:
             task.cancel()
-        if tasks:
-            _, stuck = await asyncio.wait(tasks, timeout=_STOP_WAIT_S)
-            for task in stuck:
-                log.warning(
-                    "Queue %s: task %s did not stop", self._name, task.get_name()
-                )
+        stuck = await self._tasks.cancel_all(_STOP_WAIT_S)
+        if acks:
+            stuck |= (await asyncio.wait(acks, timeout=_STOP_WAIT_S))[1]
+        for task in stuck:
+            log.warning("Queue %s: task %s did not stop", self._name, task.get_name())
 
     # --- intake (OpenWhisk's handleActivationMessage) ------------------------------------
 
@@ -785,19 +784,4 @@ class MemoryQueue:
 
     def _spawn(self, coro: Coroutine[Any, Any, None], role: str) -> asyncio.Task[None]:
         """Start a task this queue owns; stop() cancels whatever is still running."""
-        task = asyncio.get_running_loop().create_task(
-            coro, name=f"{self._task_prefix}:{role}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error(
-                "Queue %s: task %s failed",
-                self._name,
-                task.get_name(),
-                exc_info=task.exception(),
-            )
+        return self._tasks.spawn(coro, role)
