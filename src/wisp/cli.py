@@ -38,7 +38,8 @@ def build_parser(client: ClientDefaults | None = None) -> argparse.ArgumentParse
     standalone.add_argument(
         "--etcd",
         metavar="HOST:PORT",
-        help="use this etcd instead of the embedded store",
+        type=_etcd_hosts,
+        help="use this etcd (HOST:PORT[,HOST:PORT...]) instead of the embedded store",
     )
 
     add_client_commands(commands, client)
@@ -80,6 +81,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wisp: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _etcd_hosts(text: str) -> str:
+    hosts = [h.strip() for h in text.split(",")]
+    for host in hosts:
+        name, sep, port = host.rpartition(":")
+        if "://" in host or not sep or not name:
+            raise argparse.ArgumentTypeError(f"not HOST:PORT: {host!r}")
+        _port(port)
+    return ",".join(hosts)
 
 
 def _port(text: str) -> int:

@@ -316,7 +316,7 @@ class FPCPoolBalancer:
                 self._throttles.put(kv.key, kv.value, kv.mod_revision)
         except (CoordinationError, TimeoutError) as exc:
             # the watches fill the mirrors as soon as etcd answers again
-            log.warning("Reading schedulers and throttles from etcd failed: %s", exc)
+            log.warning("Reading schedulers and throttles from etcd failed: %r", exc)
 
     async def stop(self) -> None:
         """Stop routing; waiters get the activation id (they read the store or 202)."""
@@ -530,7 +530,7 @@ class FPCPoolBalancer:
                 self._etcd.get(leader_key), self._etcd_timeout_s
             )
         except (CoordinationError, TimeoutError) as exc:
-            log.warning("Reading queue leader %s failed: %s", leader_key, exc)
+            log.warning("Reading queue leader %s failed: %r", leader_key, exc)
             raise ServiceUnavailable(NO_SCHEDULER) from exc
         if kv is None:
             return None

@@ -16,7 +16,6 @@ import time
 
 from wisp.core.activation import ActivationResponse, WhiskActivation
 from wisp.core.errors import StoreError
-from wisp.core.ids import now_ms
 from wisp.infra.store.activations import ActivationJournalStore, JournalEntry
 
 log = logging.getLogger(__name__)
@@ -34,15 +33,15 @@ _BACKOFF_MAX_S = 5.0
 
 
 def lost_record(entry: JournalEntry, text: str) -> WhiskActivation:
-    """The failed, zero-duration record of an activation that never completed."""
-    now = now_ms()
+    """The failed, zero-duration record of an activation that never completed, dated
+    when it was accepted (so listings by time still find it where it belongs)."""
     return WhiskActivation(
         namespace=entry.namespace,
         name=entry.name,
         subject=entry.subject,
         activation_id=entry.activation_id,
-        start_ms=now,
-        end_ms=now,
+        start_ms=entry.start_ms,
+        end_ms=entry.start_ms,
         response=ActivationResponse.whisk_error(text),
         version=entry.version,
         annotations={"path": entry.path, "kind": "unknown"},

@@ -11,6 +11,7 @@
     ├── CoordinationError       etcd and its embedded twin
     │   ├── CoordinationUnavailable  (server unreachable or timed out)
     │   ├── LeaseNotFound            (the lease expired or was revoked)
+    │   ├── InstanceInUse            (a live process holds this instance's name)
     │   └── RevisionCompacted        (a watch asked for history etcd no longer has)
     ├── MessagingError          broker adapters
     ├── StoreError              entity and activation stores
@@ -99,6 +100,19 @@ class LeaseNotFound(CoordinationError):
     def __init__(self, lease_id: int) -> None:
         super().__init__(f"requested lease not found: {lease_id}")
         self.lease_id = lease_id
+
+
+class InstanceInUse(CoordinationError):
+    """Another live process holds the etcd lease marker of this instance name."""
+
+    def __init__(self, instance: str, key: str) -> None:
+        super().__init__(
+            f"{instance} is already running on this etcd (its lease key {key} stays "
+            "alive); give this process another instance id, or another cluster name "
+            "(WISP__ETCD__CLUSTER_NAME)"
+        )
+        self.instance = instance
+        self.key = key
 
 
 class RevisionCompacted(CoordinationError):

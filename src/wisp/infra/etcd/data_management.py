@@ -211,7 +211,7 @@ class DataManagementService:
             except (CoordinationError, TimeoutError) as exc:
                 log.log(
                     logging.WARNING if attempts == 1 else logging.DEBUG,
-                    "etcd %s of %s failed (%s); retrying",
+                    "etcd %s of %s failed (%r); retrying",
                     op.kind.value,
                     op.key,
                     exc,

@@ -17,12 +17,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from wisp.core.errors import CoordinationError, LeaseNotFound
+from wisp.core.errors import CoordinationError, InstanceInUse, LeaseNotFound
 from wisp.infra.etcd.client import EtcdClient, Lease
 from wisp.infra.etcd.keys import EtcdKeys
 
 log = logging.getLogger(__name__)
 
+#: beyond one TTL, how long a predecessor's marker may linger before it counts as live
+_PREDECESSOR_GRACE_S = 2.0
+_PREDECESSOR_POLL_S = 0.2
 _GRANT_RETRY_S = 0.5
 #: the longest one keep-alive, grant or revoke call may take before it counts as
 #: failed (shorter for short TTLs, so that a hung call does not use the TTL up).
@@ -67,7 +70,11 @@ class LeaseKeepAliveService:
         return self._lease if self._valid.is_set() else None
 
     async def start(self) -> None:
-        """Grant the first lease (retrying until etcd answers) and start keep-alive."""
+        """Grant the first lease (retrying until etcd answers) and start keep-alive.
+
+        Raises InstanceInUse when a live process holds this instance name.
+        """
+        await self._wait_for_predecessor()
         self._lease = await self._grant()
         self._valid.set()
         self._task = asyncio.get_running_loop().create_task(
@@ -102,6 +109,39 @@ class LeaseKeepAliveService:
         """Called after a lost lease was replaced (not for the first grant)."""
         self._callbacks.append(callback)
 
+    async def _wait_for_predecessor(self) -> None:
+        """Wait until no other process holds this instance's marker key.
+
+        A crashed predecessor's keys (its marker, queue leaders, throttle flags) vanish
+        with its lease within one TTL; starting before that would route work to the
+        dead process. A marker that outlives the TTL belongs to a live process, and
+        two processes must never share an instance name.
+        """
+        loop = asyncio.get_running_loop()
+        marker = self._keys.instance_lease(self._instance)
+        deadline = loop.time() + self._ttl_s + _PREDECESSOR_GRACE_S
+        announced = False
+        while True:
+            try:
+                async with asyncio.timeout(self._call_timeout_s):
+                    held = await self._etcd.get(marker)
+            except (CoordinationError, TimeoutError):
+                return  # etcd is not answering: granting below retries until it does
+            if held is None:
+                return
+            if loop.time() >= deadline:
+                raise InstanceInUse(self._instance, marker)
+            if not announced:
+                announced = True
+                log.info(
+                    "%s is still registered (lease %s); waiting up to %ss for it to "
+                    "expire",
+                    self._instance,
+                    held.value,
+                    self._ttl_s,
+                )
+            await asyncio.sleep(_PREDECESSOR_POLL_S)
+
     async def _grant(self) -> Lease:
         """A new lease with the marker key under it; retried until etcd answers."""
         attempts = 0
@@ -115,7 +155,7 @@ class LeaseKeepAliveService:
                     await self._etcd.put(marker, str(lease.id), lease.id)
             except (CoordinationError, TimeoutError) as exc:
                 level = logging.WARNING if attempts == 1 else logging.DEBUG
-                log.log(level, "Granting a lease failed (%s); retrying", exc)
+                log.log(level, "Granting a lease failed (%r); retrying", exc)
                 await asyncio.sleep(_GRANT_RETRY_S)
                 continue
             log.info(
@@ -134,7 +174,7 @@ class LeaseKeepAliveService:
         except LeaseNotFound:
             return True
         except (CoordinationError, TimeoutError) as exc:
-            log.debug("Revoking lease %s failed (%s)", lease_id, exc)
+            log.debug("Revoking lease %s failed (%r)", lease_id, exc)
             return False
         return True
 
@@ -153,10 +193,10 @@ class LeaseKeepAliveService:
                 log.warning("Lease %s of %s lost", self._lease.id, self._instance)
             except (CoordinationError, TimeoutError) as exc:
                 if loop.time() - last_ok < self._ttl_s:
-                    log.debug("Keep-alive failed (%s); retrying", exc)
+                    log.debug("Keep-alive failed (%r); retrying", exc)
                     continue
                 log.warning(
-                    "Lease %s of %s ran out (%s)", self._lease.id, self._instance, exc
+                    "Lease %s of %s ran out (%r)", self._lease.id, self._instance, exc
                 )
             except Exception:
                 log.exception("Keep-alive of lease %s failed", self._lease.id)

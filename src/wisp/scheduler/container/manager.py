@@ -260,8 +260,8 @@ class ContainerManager:
             kvs = await asyncio.wait_for(
                 self._etcd.get_prefix(self._keys.invokers_prefix()), self._timeout_s
             )
-        except (CoordinationError, TimeoutError):
-            log.warning("Reading invokers from etcd failed")
+        except (CoordinationError, TimeoutError) as exc:
+            log.warning("Reading invokers from etcd failed (%r)", exc)
             return []
         invokers: list[InvokerHealth] = []
         for kv in kvs:

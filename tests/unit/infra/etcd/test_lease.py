@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from wisp.core.errors import LeaseNotFound
+from wisp.core.errors import InstanceInUse, LeaseNotFound
 from wisp.infra.etcd import lease as lease_module
 from wisp.infra.etcd.client import Lease
 from wisp.infra.etcd.keys import EtcdKeys
@@ -124,3 +124,37 @@ async def test_a_replaced_lease_that_still_exists_is_revoked_before_owners_run(
     assert old_key_when_told == [None]
     assert flaky.calls["revoke"] == 2
     await service.stop()
+
+
+async def test_start_waits_for_a_crashed_predecessors_lease_to_expire(
+    memory: MemoryEtcd,
+) -> None:
+    dead = await memory.grant(1)
+    await memory.put(MARKER, str(dead.id), dead.id)
+    await memory.put("whisk/queue/guest/guest/a/leader", "{}", dead.id)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+
+    service = LeaseKeepAliveService(memory, KEYS, "scheduler0", 1, 0.02)
+    await asyncio.wait_for(service.start(), 5.0)
+
+    assert loop.time() - began >= 0.8
+    assert await memory.get("whisk/queue/guest/guest/a/leader") is None
+    marker = await memory.get(MARKER)
+    assert marker is not None and marker.lease == (await service.get_lease()).id
+    await service.stop()
+
+
+async def test_start_is_refused_while_a_live_process_holds_the_name(
+    memory: MemoryEtcd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lease_module, "_PREDECESSOR_GRACE_S", 0.2)
+    first = LeaseKeepAliveService(memory, KEYS, "scheduler0", 1, 0.05)
+    await first.start()
+    second = LeaseKeepAliveService(memory, KEYS, "scheduler0", 1, 0.05)
+
+    with pytest.raises(InstanceInUse) as refused:
+        await asyncio.wait_for(second.start(), 5.0)
+
+    assert "scheduler0 is already running" in str(refused.value)
+    await first.stop()
