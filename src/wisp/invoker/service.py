@@ -16,6 +16,7 @@ from wisp.core.entity import WhiskAction
 from wisp.core.ids import InvokerInstanceId
 from wisp.core.messages import ContainerCreationMessage, InvokerStatus
 from wisp.infra.etcd.client import EtcdClient
+from wisp.infra.etcd.coordination import Coordination
 from wisp.infra.etcd.data_management import DataManagementService
 from wisp.infra.etcd.keys import EtcdKeys
 from wisp.infra.etcd.lease import LeaseKeepAliveService
@@ -74,6 +75,7 @@ class Invoker:
         )
         self._keys = EtcdKeys(config.etcd.cluster_name)
 
+        self._coordination: Coordination | None = None
         self._lease: LeaseKeepAliveService | None = None
         self._watcher: WatcherService | None = None
         self._dms: DataManagementService | None = None
@@ -126,20 +128,12 @@ class Invoker:
         cfg = self._config
 
         # 1. liveness: the process lease, the shared watcher, lease-bound writes
-        self._lease = LeaseKeepAliveService(
-            self._etcd,
-            self._keys,
-            f"invoker{self._id.instance}",
-            ttl_s=cfg.etcd.lease_ttl_s,
-            keep_alive_interval_s=cfg.etcd.keep_alive_interval_s,
+        self._coordination = await Coordination.start(
+            self._etcd, cfg.etcd, self._keys, f"invoker{self._id.instance}"
         )
-        await self._lease.start()
-        self._watcher = WatcherService(self._etcd)
-        await self._watcher.start()
-        self._dms = DataManagementService(
-            self._etcd, self._lease, self._watcher, cfg.etcd.retry_interval_s
-        )
-        await self._dms.start()
+        self._lease = self._coordination.lease
+        self._watcher = self._coordination.watcher
+        self._dms = self._coordination.dms
 
         # 2. the producer for creation acks and completion acks
         topic = invoker_topic(self._id.instance)
@@ -222,19 +216,15 @@ class Invoker:
         # 4. pending etcd writes (key deletions) go out; then the writers stop
         if self._health is not None:
             await self._health.stop()
-        if self._dms is not None:
-            with contextlib.suppress(TimeoutError):
-                await self._dms.flush(DMS_FLUSH_TIMEOUT_S)
-            await self._dms.stop()
         if self._producer is not None:
             with contextlib.suppress(Exception):
                 await self._producer.close()
 
-        # 5. release the lease: every lease-bound key left (health record) vanishes
-        if self._lease is not None:
-            await self._lease.stop(revoke=True)
-        if self._watcher is not None:
-            await self._watcher.stop()
+        # 5. the last writes go out, then the lease goes: every lease-bound key left
+        # (the health record) vanishes
+        if self._coordination is not None:
+            await self._coordination.stop(DMS_FLUSH_TIMEOUT_S)
+            self._coordination = None
         log.info("Invoker %s stopped", self._id)
 
     # --- InvokerCore (admin API) -------------------------------------------------------

@@ -22,6 +22,7 @@ from wisp.core.messages import (
     decode,
 )
 from wisp.infra.etcd.client import EtcdClient
+from wisp.infra.etcd.coordination import Coordination
 from wisp.infra.etcd.data_management import DataManagementService
 from wisp.infra.etcd.keys import EtcdKeys
 from wisp.infra.etcd.lease import LeaseKeepAliveService
@@ -72,6 +73,7 @@ class Scheduler:
         self._sid = SchedulerInstanceId(config.scheduler.instance_id)
         self._keys = EtcdKeys(config.etcd.cluster_name)
         self._endpoints: SchedulerEndpoints | None = None
+        self._coordination: Coordination | None = None
         self._lease: LeaseKeepAliveService | None = None
         self._watcher: WatcherService | None = None
         self._dms: DataManagementService | None = None
@@ -132,20 +134,12 @@ class Scheduler:
 
         # One lease for everything this scheduler registers; DMS writes it back
         # when a new lease replaces a lost one.
-        self._lease = LeaseKeepAliveService(
-            self._etcd,
-            self._keys,
-            str(self._sid),
-            config.etcd.lease_ttl_s,
-            config.etcd.keep_alive_interval_s,
+        self._coordination = await Coordination.start(
+            self._etcd, config.etcd, self._keys, str(self._sid)
         )
-        await self._lease.start()
-        self._watcher = WatcherService(self._etcd)
-        await self._watcher.start()
-        self._dms = DataManagementService(
-            self._etcd, self._lease, self._watcher, config.etcd.retry_interval_s
-        )
-        await self._dms.start()
+        self._lease = self._coordination.lease
+        self._watcher = self._coordination.watcher
+        self._dms = self._coordination.dms
 
         # The gRPC port goes into every leader key: bind it before anything else.
         self._rpc = RpcServer(sconfig.host, sconfig.rpc_port)
@@ -299,17 +293,11 @@ class Scheduler:
                 await asyncio.wait_for(consumer.close(), _STOP_STEP_TIMEOUT_S)
         self._consumers.clear()
 
-        # 5. The last etcd writes (unregistrations) go out, then etcd plumbing stops.
-        if self._dms is not None:
-            with contextlib.suppress(TimeoutError):
-                await self._dms.flush(timeout_s=_STOP_STEP_TIMEOUT_S)
-            await self._dms.stop()
-        if self._watcher is not None:
-            await self._watcher.stop()
-
-        # 6. Release the lease: whatever is still under it disappears now.
-        if self._lease is not None:
-            await self._lease.stop(revoke=True)
+        # 5. The last etcd writes (unregistrations) go out, the watches close, and the
+        # lease goes: whatever is still under it disappears now.
+        if self._coordination is not None:
+            await self._coordination.stop(_STOP_STEP_TIMEOUT_S)
+            self._coordination = None
         if self._producer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._producer.close(), _STOP_STEP_TIMEOUT_S)
