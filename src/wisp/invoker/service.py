@@ -17,10 +17,7 @@ from wisp.core.ids import InvokerInstanceId
 from wisp.core.messages import ContainerCreationMessage, InvokerStatus
 from wisp.infra.etcd.client import EtcdClient
 from wisp.infra.etcd.coordination import Coordination
-from wisp.infra.etcd.data_management import DataManagementService
 from wisp.infra.etcd.keys import EtcdKeys
-from wisp.infra.etcd.lease import LeaseKeepAliveService
-from wisp.infra.etcd.watcher import WatcherService
 from wisp.infra.messaging.acks import ActiveAck
 from wisp.infra.messaging.broker import MessageProducer, MessagingProvider
 from wisp.infra.messaging.topics import invoker_topic
@@ -76,9 +73,6 @@ class Invoker:
         self._keys = EtcdKeys(config.etcd.cluster_name)
 
         self._coordination: Coordination | None = None
-        self._lease: LeaseKeepAliveService | None = None
-        self._watcher: WatcherService | None = None
-        self._dms: DataManagementService | None = None
         self._producer: MessageProducer | None = None
         self._ack: ActiveAck | None = None
         self._health: InvokerHealthManager | None = None
@@ -131,9 +125,6 @@ class Invoker:
         self._coordination = await Coordination.start(
             self._etcd, cfg.etcd, self._keys, f"invoker{self._id.instance}"
         )
-        self._lease = self._coordination.lease
-        self._watcher = self._coordination.watcher
-        self._dms = self._coordination.dms
 
         # 2. the producer for creation acks and completion acks
         topic = invoker_topic(self._id.instance)
@@ -152,7 +143,7 @@ class Invoker:
         self._health = InvokerHealthManager(
             invoker=self._id,
             config=cfg.invoker,
-            registry=self._dms,
+            registry=self._coordination.dms,
             keys=self._keys,
             probe=probe,
         )
@@ -255,7 +246,9 @@ class Invoker:
         pool: FunctionPullingContainerPool,
     ) -> FunctionPullingContainerProxy:
         assert (
-            self._dms is not None and self._ack is not None and self._health is not None
+            self._coordination is not None
+            and self._ack is not None
+            and self._health is not None
         )
         return FunctionPullingContainerProxy(
             creation=creation,
@@ -264,7 +257,7 @@ class Invoker:
             config=self._config.invoker.proxy,
             factory=self._factory,
             client_factory=self._new_client,
-            registry=self._dms,
+            registry=self._coordination.dms,
             keys=self._keys,
             entity_store=self._entity_store,
             ack=self._ack,

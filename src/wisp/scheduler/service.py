@@ -23,10 +23,7 @@ from wisp.core.messages import (
 )
 from wisp.infra.etcd.client import EtcdClient
 from wisp.infra.etcd.coordination import Coordination
-from wisp.infra.etcd.data_management import DataManagementService
 from wisp.infra.etcd.keys import EtcdKeys
-from wisp.infra.etcd.lease import LeaseKeepAliveService
-from wisp.infra.etcd.watcher import WatcherService
 from wisp.infra.messaging.acks import ActiveAck
 from wisp.infra.messaging.broker import (
     MessageConsumer,
@@ -74,9 +71,6 @@ class Scheduler:
         self._keys = EtcdKeys(config.etcd.cluster_name)
         self._endpoints: SchedulerEndpoints | None = None
         self._coordination: Coordination | None = None
-        self._lease: LeaseKeepAliveService | None = None
-        self._watcher: WatcherService | None = None
-        self._dms: DataManagementService | None = None
         self._rpc: RpcServer | None = None
         self._producer: MessageProducer | None = None
         self._consumers: list[MessageConsumer] = []
@@ -137,9 +131,7 @@ class Scheduler:
         self._coordination = await Coordination.start(
             self._etcd, config.etcd, self._keys, str(self._sid)
         )
-        self._lease = self._coordination.lease
-        self._watcher = self._coordination.watcher
-        self._dms = self._coordination.dms
+        watcher, dms = self._coordination.watcher, self._coordination.dms
 
         # The gRPC port goes into every leader key: bind it before anything else.
         self._rpc = RpcServer(sconfig.host, sconfig.rpc_port)
@@ -172,7 +164,7 @@ class Scheduler:
             config=sconfig,
             sid=sid,
             keys=self._keys,
-            dms=self._dms,
+            dms=dms,
             consumer=ack_consumer,
             lookup=self._lookup,
             reschedule=self._reschedule,
@@ -182,7 +174,7 @@ class Scheduler:
             config=sconfig,
             etcd=self._etcd,
             keys=self._keys,
-            watcher=self._watcher,
+            watcher=watcher,
             producer=self._producer,
             jobs=self._jobs,
             lookup=self._lookup,
@@ -193,12 +185,12 @@ class Scheduler:
         counters = NamespaceContainerCountRegistry(
             self._etcd,
             self._keys,
-            self._watcher,
+            watcher,
             timeout_s=config.etcd.request_timeout_s,
         )
         durations = StoreDurationChecker(self._activation_store)
         endpoints = self._endpoints
-        watcher, dms, containers = self._watcher, self._dms, self._containers
+        containers = self._containers
 
         def make_queue(
             *,
@@ -235,8 +227,8 @@ class Scheduler:
             endpoints=endpoints,
             etcd=self._etcd,
             keys=self._keys,
-            watcher=self._watcher,
-            dms=self._dms,
+            watcher=watcher,
+            dms=dms,
             entity_store=self._entity_store,
             ack=ack,
             consumer=activation_consumer,
@@ -302,7 +294,6 @@ class Scheduler:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._producer.close(), _STOP_STEP_TIMEOUT_S)
         self._queues = self._containers = self._jobs = None
-        self._dms = self._watcher = self._lease = None
         self._rpc = self._producer = None
         log.info("Scheduler %s stopped", self._sid)
 
